@@ -1,0 +1,62 @@
+/// Elementwise kernels over raw Float32 memory; simple loops the compiler vectorizes under -Ounchecked.
+public enum Kernels {
+    /// y[i] += x[i].
+    @inline(__always)
+    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    /// x[i] *= factor.
+    @inline(__always)
+    public static func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count: Int) {
+        for i in 0..<count { x[i] *= factor }
+    }
+
+    /// Sum of squares, accumulated in Double for a stable global norm.
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
+        // Eight float lanes, widened once per block, keep it vectorized and accurate.
+        var total: Double = 0
+        var i = 0
+        while i + 1024 <= count {
+            var partial: Float = 0
+            for j in i..<(i + 1024) { partial += x[j] * x[j] }
+            total += Double(partial)
+            i += 1024
+        }
+        while i < count { total += Double(x[i] * x[i]); i += 1 }
+        return total
+    }
+
+    /// True when every value is finite.
+    public static func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
+        // x*0 is NaN exactly for NaN and ±Inf; one OR-reduction keeps the loop branch-free.
+        var bad: Float = 0
+        for i in 0..<count { bad += x[i] * 0 }
+        return !bad.isNaN
+    }
+
+    /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.
+    @inline(__always)
+    public static func addRow(_ row: UnsafePointer<Float>, to matrix: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        for r in 0..<rows {
+            let m = matrix + r * width
+            for c in 0..<width { m[c] += row[c] }
+        }
+    }
+
+    /// row[c] += Σ_r matrix[r, c] (bias gradients).
+    @inline(__always)
+    public static func sumRows(_ matrix: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        for r in 0..<rows {
+            let m = matrix + r * width
+            for c in 0..<width { row[c] += m[c] }
+        }
+    }
+
+    /// 64-bit FNV-1a hash of raw bytes (parameter checksums, config hashes).
+    public static func fnv1a(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var hash = seed
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return hash
+    }
+}

@@ -1,0 +1,69 @@
+import LockstepCore
+
+/// Fully connected layer: y = x · Wᵀ + b, with W stored [outputDimensions, inputDimensions] as in PyTorch.
+public final class Linear: Layer {
+    public let kind = "linear"
+    /// Features per input sample.
+    public let inputDimensions: Int
+    /// Features per output sample.
+    public let outputDimensions: Int
+    /// Whether a bias vector is added.
+    public let hasBias: Bool
+    /// Weight initializer.
+    public let weightInitializer: Initializer
+
+    private var weight: UnsafeMutablePointer<Float>!
+    private var bias: UnsafeMutablePointer<Float>?
+    private var weightGradient: UnsafeMutablePointer<Float>!
+    private var biasGradient: UnsafeMutablePointer<Float>?
+
+    /// A linear layer; the weight initializer defaults to He (ReLU networks).
+    public init(inputDimensions: Int, outputDimensions: Int, bias: Bool = true, initializer: Initializer? = nil) {
+        self.inputDimensions = inputDimensions
+        self.outputDimensions = outputDimensions
+        self.hasBias = bias
+        self.weightInitializer = initializer ?? .he(fanIn: inputDimensions)
+    }
+
+    public var parameterSpecs: [ParameterSpec] {
+        var specs = [ParameterSpec(name: "weight", shape: [outputDimensions, inputDimensions], initializer: weightInitializer)]
+        if hasBias { specs.append(ParameterSpec(name: "bias", shape: [outputDimensions], initializer: .zeros)) }
+        return specs
+    }
+
+    public func outputShape(inputShape: [Int]) throws -> [Int] {
+        let width = inputShape.reduce(1, *)
+        guard width == inputDimensions else {
+            throw ShapeError("expects \(inputDimensions) input features but receives shape \(inputShape) (\(width) features)")
+        }
+        return [outputDimensions]
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>],
+                     state: [UnsafeMutablePointer<Float>]) {
+        weight = parameters[0]; weightGradient = gradients[0]
+        if hasBias { bias = parameters[1]; biasGradient = gradients[1] }
+    }
+
+    public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        // output[batch, out] = input[batch, in] · weightᵀ[in, out]
+        BLAS.gemm(transposeB: true, m: batch, n: outputDimensions, k: inputDimensions,
+                  a: input, lda: inputDimensions, b: weight, ldb: inputDimensions, c: output, ldc: outputDimensions)
+        if let bias { Kernels.addRow(bias, to: output, rows: batch, width: outputDimensions) }
+    }
+
+    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
+        // weightGradient[out, in] += outputGradientᵀ[out, batch] · input[batch, in]
+        BLAS.gemm(transposeA: true, m: outputDimensions, n: inputDimensions, k: batch,
+                  a: outputGradient, lda: outputDimensions, b: input, ldb: inputDimensions,
+                  beta: 1, c: weightGradient, ldc: inputDimensions)
+        if let biasGradient { Kernels.sumRows(outputGradient, into: biasGradient, rows: batch, width: outputDimensions) }
+        // inputGradient[batch, in] = outputGradient[batch, out] · weight[out, in]
+        if let inputGradient {
+            BLAS.gemm(m: batch, n: inputDimensions, k: outputDimensions,
+                      a: outputGradient, lda: outputDimensions, b: weight, ldb: inputDimensions,
+                      c: inputGradient, ldc: inputDimensions)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import LockstepCore
+
+/// Layers applied in order, with all parameters in one flat buffer and all activations planned once.
+public final class Sequential {
+    /// The layers, first to last.
+    public let layers: [Layer]
+    /// Per-sample input shape.
+    public let inputShape: [Int]
+    /// Per-sample output shape of each layer (`shapes[i]` is layer i's output).
+    public let shapes: [[Int]]
+    /// Trainable parameters and their gradients, laid out layer by layer.
+    public let parameters: FlatTensors
+    /// Non-trainable state (BatchNorm running statistics), laid out layer by layer.
+    public let state: FlatTensors
+
+    private var plannedBatch = 0
+    private var activations: [FloatBuffer] = []
+    private var gradientA = FloatBuffer(count: 0)
+    private var gradientB = FloatBuffer(count: 0)
+
+    /// Validates shapes through the stack and lays out parameters; throws naming the first bad layer.
+    public init(_ layers: [Layer], inputShape: [Int]) throws {
+        self.layers = layers
+        self.inputShape = inputShape
+        var shapes: [[Int]] = []
+        var shape = inputShape
+        for (index, layer) in layers.enumerated() {
+            do { shape = try layer.outputShape(inputShape: shape) } catch let error as ShapeError {
+                throw ShapeError("layer \(index) (\(layer.kind)): \(error.description)")
+            }
+            shapes.append(shape)
+        }
+        self.shapes = shapes
+        parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
+        state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
+        for (index, layer) in layers.enumerated() {
+            let slots = parameters.slots.filter { $0.layerIndex == index }
+            let stateSlots = state.slots.filter { $0.layerIndex == index }
+            layer.bind(parameters: slots.map(parameters.valuePointer), gradients: slots.map(parameters.gradientPointer),
+                       state: stateSlots.map(state.valuePointer))
+        }
+    }
+
+    /// Per-sample output shape of the whole model.
+    public var outputShape: [Int] { shapes.last ?? inputShape }
+    /// Elements per sample of the model output.
+    public var outputWidth: Int { outputShape.reduce(1, *) }
+    /// Elements per sample of the input.
+    public var inputWidth: Int { inputShape.reduce(1, *) }
+
+    /// Fills parameters and state from their initializers, each layer from its own split of `rng`.
+    public func initialize(rng: RNG) {
+        for (index, layer) in layers.enumerated() {
+            var layerRNG = rng.split(UInt64(index))
+            for (spec, slot) in zip(layer.parameterSpecs, parameters.slots.filter({ $0.layerIndex == index })) {
+                spec.initializer.fill(parameters.valuePointer(slot), count: slot.count, rng: &layerRNG)
+            }
+            for (spec, slot) in zip(layer.stateSpecs, state.slots.filter({ $0.layerIndex == index })) {
+                spec.initializer.fill(state.valuePointer(slot), count: slot.count, rng: &layerRNG)
+            }
+        }
+    }
+
+    /// Allocates activations and layer workspace for batches of up to `batchSize`; a no-op when already planned.
+    public func plan(batchSize: Int) {
+        guard batchSize > plannedBatch else { return }
+        plannedBatch = batchSize
+        activations = shapes.map { FloatBuffer(count: batchSize * $0.reduce(1, *)) }
+        let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
+        gradientA = FloatBuffer(count: batchSize * widest)
+        gradientB = FloatBuffer(count: batchSize * widest)
+        var shape = inputShape
+        for (index, layer) in layers.enumerated() {
+            layer.plan(batchSize: batchSize, inputShape: shape)
+            shape = shapes[index]
+        }
+    }
+
+    /// Runs the stack on `batch` samples at `input` ([batch, inputWidth]); returns the output ([batch, outputWidth]).
+    @discardableResult
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, context: LayerContext) -> UnsafeMutablePointer<Float> {
+        precondition(batch <= plannedBatch, "batch \(batch) exceeds planned batch \(plannedBatch); call plan(batchSize:)")
+        var x = input
+        for (index, layer) in layers.enumerated() {
+            var layerContext = context
+            layerContext.rng = context.rng.split(UInt64(index))
+            layer.forward(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            x = UnsafePointer(activations[index].pointer)
+        }
+        return activations.last?.pointer ?? UnsafeMutablePointer(mutating: input)
+    }
+
+    /// Back-propagates `outputGradient` ([batch, outputWidth]) after `forward(input, batch)`, adding into the
+    /// gradient buffer. `layerDone(i)` runs right after layer i's gradients are complete (reverse order), so
+    /// the caller can start reducing the contiguous gradient range from layer i to the end.
+    public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
+                         layerDone: (Int) -> Void = { _ in }) {
+        var dy = outputGradient
+        var target = gradientA
+        for index in stride(from: layers.count - 1, through: 0, by: -1) {
+            let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+            let needsInputGradient = index > 0
+            layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                   inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
+            layerDone(index)
+            if needsInputGradient {
+                dy = UnsafePointer(target.pointer)
+                target = target === gradientA ? gradientB : gradientA
+            }
+        }
+    }
+
+    /// Zeroes every gradient.
+    public func zeroGradients() { parameters.gradients!.zero() }
+}
