@@ -12,7 +12,21 @@ public protocol Optimizer: AnyObject {
     func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float)
 }
 
-/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay (PyTorch semantics).
+extension Optimizer {
+    /// Zeroes every state buffer and the step count, as if freshly created.
+    public func resetState() {
+        for (_, buffer) in stateBuffers { buffer.zero() }
+        stepCount = 0
+    }
+}
+
+/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay (PyTorch semantics,
+/// dampening 0):
+///
+///     g = grad + wd·p
+///     buf = g                      (first step)
+///     buf = μ·buf + g              (later steps)
+///     p -= lr · (nesterov ? g + μ·buf : buf)
 public final class SGD: Optimizer {
     public let kind = "sgd"
     public var stepCount = 0
@@ -22,23 +36,29 @@ public final class SGD: Optimizer {
     public let nesterov: Bool
     /// L2 penalty added to the gradient.
     public let weightDecay: Float
+    /// Number of parameters the state buffers cover.
+    public let parameterCount: Int
     private let velocity: FloatBuffer
 
     /// Creates SGD for `parameterCount` parameters.
     public init(parameterCount: Int, momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0) {
+        precondition(momentum >= 0, "SGD momentum must be non-negative, got \(momentum)")
+        precondition(!nesterov || momentum > 0, "SGD Nesterov momentum needs momentum > 0")
         self.momentum = momentum; self.nesterov = nesterov; self.weightDecay = weightDecay
+        self.parameterCount = parameterCount
         velocity = FloatBuffer(count: momentum != 0 ? parameterCount : 0)
     }
 
     public var stateBuffers: [(name: String, buffer: FloatBuffer)] { momentum != 0 ? [("momentum_buffer", velocity)] : [] }
 
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+        precondition(count <= parameterCount, "SGD was created for \(parameterCount) parameters, step got \(count)")
         let v = velocity.pointer
         let (mu, wd, lr) = (momentum, weightDecay, learningRate)
         if mu == 0 {
             for i in 0..<count { parameters[i] -= lr * (gradients[i] + wd * parameters[i]) }
         } else if stepCount == 0 {
-            // PyTorch initializes the buffer with the first gradient.
+            // PyTorch initializes the buffer with the first gradient (no μ·0 term, no dampening).
             for i in 0..<count {
                 let g = gradients[i] + wd * parameters[i]
                 v[i] = g
@@ -55,3 +75,90 @@ public final class SGD: Optimizer {
         stepCount += 1
     }
 }
+
+/// Adam, or AdamW when `decoupledWeightDecay` is set (PyTorch semantics, no AMSGrad):
+///
+///     t = stepCount + 1
+///     Adam:  g = grad + wd·p                 AdamW: p *= 1 - lr·wd; g = grad
+///     m = β1·m + (1-β1)·g
+///     v = β2·v + (1-β2)·g²
+///     p -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
+public final class Adam: Optimizer {
+    public var kind: String { decoupledWeightDecay ? "adamw" : "adam" }
+    public var stepCount = 0
+    // Betas and epsilon are kept in Double like PyTorch's Python floats: 1 - β is formed in Double and rounded
+    // once, whereas 1 - Float(0.999) is off by 1e-5 relative.
+    /// Decay rate of the first-moment average.
+    public let beta1: Double
+    /// Decay rate of the second-moment average.
+    public let beta2: Double
+    /// Added to the bias-corrected sqrt(v) to avoid division by zero.
+    public let epsilon: Double
+    /// Weight decay: L2 term in the gradient (Adam) or decoupled shrink of the parameters (AdamW).
+    public let weightDecay: Float
+    /// True for AdamW's decoupled weight decay.
+    public let decoupledWeightDecay: Bool
+    /// Number of parameters the state buffers cover.
+    public let parameterCount: Int
+    private let firstMoment: FloatBuffer
+    private let secondMoment: FloatBuffer
+
+    /// Creates Adam (or AdamW with `decoupledWeightDecay`) for `parameterCount` parameters; defaults match PyTorch's Adam.
+    public init(parameterCount: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupledWeightDecay: Bool = false) {
+        precondition((0..<1).contains(beta1) && (0..<1).contains(beta2), "Adam betas must be in [0, 1), got \(beta1), \(beta2)")
+        precondition(epsilon >= 0, "Adam epsilon must be non-negative, got \(epsilon)")
+        self.beta1 = decimalWidened(beta1); self.beta2 = decimalWidened(beta2); self.epsilon = decimalWidened(epsilon)
+        self.weightDecay = weightDecay; self.decoupledWeightDecay = decoupledWeightDecay
+        self.parameterCount = parameterCount
+        firstMoment = FloatBuffer(count: parameterCount)
+        secondMoment = FloatBuffer(count: parameterCount)
+    }
+
+    /// AdamW with PyTorch's defaults (weight decay 0.01).
+    public static func adamW(parameterCount: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                             weightDecay: Float = 0.01) -> Adam {
+        Adam(parameterCount: parameterCount, beta1: beta1, beta2: beta2, epsilon: epsilon,
+             weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    public var stateBuffers: [(name: String, buffer: FloatBuffer)] { [("exp_avg", firstMoment), ("exp_avg_sq", secondMoment)] }
+
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+        precondition(count <= parameterCount, "Adam was created for \(parameterCount) parameters, step got \(count)")
+        stepCount += 1
+        // Scalars in Double then rounded once, so β^t stays accurate for long runs.
+        let t = Double(stepCount)
+        let biasCorrection1 = 1 - _pow(beta1, t)
+        let biasCorrection2 = 1 - _pow(beta2, t)
+        let stepSize = Float(Double(learningRate) / biasCorrection1)
+        let sqrtCorrection2 = Float(biasCorrection2.squareRoot())
+        let (b1, b2, eps) = (Float(beta1), Float(beta2), Float(epsilon))
+        let (oneMinusB1, oneMinusB2) = (Float(1 - beta1), Float(1 - beta2))
+        let m = firstMoment.pointer, v = secondMoment.pointer
+        let l2 = decoupledWeightDecay ? 0 : weightDecay
+        let shrink: Float = decoupledWeightDecay ? 1 - learningRate * weightDecay : 1
+        for i in 0..<count {
+            let p = parameters[i] * shrink
+            let g = gradients[i] + l2 * p
+            let mi = b1 * m[i] + oneMinusB1 * g
+            let vi = b2 * v[i] + oneMinusB2 * g * g
+            m[i] = mi; v[i] = vi
+            parameters[i] = p - stepSize * (mi / (vi.squareRoot() / sqrtCorrection2 + eps))
+        }
+    }
+}
+
+/// The Double nearest to the shortest decimal that rounds to `value` (0.999 for Float(0.999)), i.e. what a user
+/// wrote in a config, so Float hyperparameters behave like PyTorch's Python floats.
+private func decimalWidened(_ value: Float) -> Double {
+    Double(value.description) ?? Double(value)
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) private func _pow(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }
+#else
+import Darwin
+@inline(__always) private func _pow(_ x: Double, _ y: Double) -> Double { Darwin.pow(x, y) }
+#endif
