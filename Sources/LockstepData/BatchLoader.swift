@@ -1,0 +1,181 @@
+import Foundation
+import LockstepCore
+
+/// One rank's batch for one step, in buffers owned by a `BatchLoader`.
+///
+/// The pointers stay valid until the next call to `next()`, `start` or `stop` on the loader that returned it.
+public struct Batch {
+    /// Features, [sampleCount, featureWidth].
+    public let features: UnsafePointer<Float>
+    /// Targets, [sampleCount, targetWidth].
+    public let targets: UnsafePointer<Float>
+    /// Samples in this batch (≤ the loader's per-rank batch size; smaller only on the epoch's last step).
+    public let sampleCount: Int
+    /// Step index within the epoch.
+    public let step: Int
+    /// The range of the plan's permutation this batch was gathered from.
+    public let positions: Range<Int>
+}
+
+/// Gathers one rank's batches of an `EpochPlan` on a background thread, one step ahead of the consumer.
+///
+/// Two preallocated slots alternate (double buffering): the worker fills step s+1 while the caller trains on step s,
+/// so nothing is allocated per batch.
+public final class BatchLoader {
+    private let shared: Shared
+
+    /// Creates a loader for `dataset` with room for `perRankBatch` samples per slot; starts its worker thread.
+    public init(dataset: Dataset, perRankBatch: Int) {
+        precondition(perRankBatch > 0, "BatchLoader perRankBatch must be positive, got \(perRankBatch)")
+        shared = Shared(dataset: dataset, perRankBatch: perRankBatch)
+        let shared = self.shared
+        let thread = Thread { shared.workerLoop() }
+        thread.name = "lockstep.batch-loader"
+        thread.start()
+    }
+
+    deinit { shared.shutDown() }
+
+    /// Per-rank batch size the slots hold.
+    public var perRankBatch: Int { shared.perRankBatch }
+
+    /// Begins delivering `rank`'s batches of `plan` from `firstStep` to the end of the epoch; cancels any epoch in flight.
+    public func start(plan: EpochPlan, firstStep: Int = 0, rank: Int) {
+        precondition((0..<plan.worldSize).contains(rank), "rank \(rank) outside 0..<\(plan.worldSize)")
+        shared.start(plan: plan, firstStep: firstStep, rank: rank)
+    }
+
+    /// The next step's batch, waiting for the worker if needed; nil after the epoch's last step (or before `start`).
+    public func next() -> Batch? { shared.next() }
+
+    /// Cancels the current epoch; later `next()` calls return nil until `start`.
+    public func stop() { shared.cancel() }
+}
+
+/// State shared between the consumer and the worker thread; every field is guarded by `condition`.
+private final class Shared: @unchecked Sendable {
+    let dataset: Dataset
+    let perRankBatch: Int
+    let featureSlots: [FloatBuffer]
+    let targetSlots: [FloatBuffer]
+
+    let condition = NSCondition()
+    // Bumped by start/cancel; a fill that began under an older generation is discarded.
+    var generation = 0
+    var plan: EpochPlan?
+    var rank = 0
+    var firstStep = 0
+    var endStep = 0
+    var nextStepToFill = 0
+    var nextStepToDeliver = 0
+    // Per slot: the step it holds once filled (nil = free or being filled), and whether the consumer holds it.
+    var readyStep: [Int?] = [nil, nil]
+    var readyPositions: [Range<Int>] = [0..<0, 0..<0]
+    var heldByConsumer: [Bool] = [false, false]
+    var fillingSlot: Int?
+    var shuttingDown = false
+
+    init(dataset: Dataset, perRankBatch: Int) {
+        self.dataset = dataset
+        self.perRankBatch = perRankBatch
+        featureSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.featureWidth) }
+        targetSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.targetWidth) }
+    }
+
+    private func slot(for step: Int) -> Int { (step - firstStep) & 1 }
+
+    private func resetLocked() {
+        generation &+= 1
+        readyStep = [nil, nil]
+        heldByConsumer = [false, false]
+        // A slot still being filled stays busy until the worker notices the new generation.
+    }
+
+    func start(plan: EpochPlan, firstStep: Int, rank: Int) {
+        condition.lock()
+        resetLocked()
+        self.plan = plan
+        self.rank = rank
+        self.firstStep = max(firstStep, 0)
+        endStep = plan.stepsPerEpoch(perRankBatch: perRankBatch)
+        nextStepToFill = self.firstStep
+        nextStepToDeliver = self.firstStep
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func cancel() {
+        condition.lock()
+        resetLocked()
+        plan = nil
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func shutDown() {
+        condition.lock()
+        shuttingDown = true
+        plan = nil
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func next() -> Batch? {
+        condition.lock()
+        defer { condition.unlock() }
+        // Returning for another batch means the caller is done with the one it holds.
+        if heldByConsumer.contains(true) {
+            for i in 0..<2 where heldByConsumer[i] { heldByConsumer[i] = false; readyStep[i] = nil }
+            condition.broadcast()
+        }
+        guard plan != nil, nextStepToDeliver < endStep else { return nil }
+        let step = nextStepToDeliver
+        let index = slot(for: step)
+        let generationAtEntry = generation
+        while readyStep[index] != step {
+            condition.wait()
+            // start/stop from another thread while waiting ends this wait.
+            if generation != generationAtEntry { return nil }
+        }
+        heldByConsumer[index] = true
+        nextStepToDeliver += 1
+        let positions = readyPositions[index]
+        return Batch(features: UnsafePointer(featureSlots[index].pointer), targets: UnsafePointer(targetSlots[index].pointer),
+                     sampleCount: positions.count, step: step, positions: positions)
+    }
+
+    /// Worker: waits for a free slot of the current epoch, fills it outside the lock, publishes it.
+    func workerLoop() {
+        condition.lock()
+        while true {
+            var work: (plan: EpochPlan, step: Int, slot: Int, generation: Int, rank: Int)?
+            while !shuttingDown {
+                if let plan, nextStepToFill < endStep {
+                    let index = slot(for: nextStepToFill)
+                    if readyStep[index] == nil && !heldByConsumer[index] && fillingSlot == nil {
+                        work = (plan, nextStepToFill, index, generation, rank)
+                        break
+                    }
+                }
+                condition.wait()
+            }
+            guard let job = work, !shuttingDown else { break }
+            fillingSlot = job.slot
+            condition.unlock()
+
+            let positions = job.plan.indices(step: job.step, perRankBatch: perRankBatch, rank: job.rank)
+            dataset.gather(job.plan.permutation[positions], features: featureSlots[job.slot].pointer,
+                           targets: targetSlots[job.slot].pointer)
+
+            condition.lock()
+            fillingSlot = nil
+            if generation == job.generation {
+                readyStep[job.slot] = job.step
+                readyPositions[job.slot] = positions
+                nextStepToFill = job.step + 1
+            }
+            condition.broadcast()
+        }
+        condition.unlock()
+    }
+}
