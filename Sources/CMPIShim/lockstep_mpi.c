@@ -1,10 +1,136 @@
 #include "lockstep_mpi.h"
 #include <mpi.h>
-int lockstep_mpi_init(int requested, int *provided) { return MPI_Init_thread(NULL, NULL, requested, provided); }
-int lockstep_mpi_finalize(void) { return MPI_Finalize(); }
-int lockstep_mpi_initialized(void) { int flag = 0; MPI_Initialized(&flag); return flag; }
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+const int lockstep_mpi_thread_single = MPI_THREAD_SINGLE;
+const int lockstep_mpi_thread_funneled = MPI_THREAD_FUNNELED;
+const int lockstep_mpi_thread_serialized = MPI_THREAD_SERIALIZED;
+const int lockstep_mpi_thread_multiple = MPI_THREAD_MULTIPLE;
+const int lockstep_mpi_success = MPI_SUCCESS;
+
+_Static_assert(sizeof(MPI_Request) <= sizeof(((lockstep_mpi_request *)0)->opaque),
+               "lockstep_mpi_request too small for this MPI's MPI_Request");
+
+// Processes on the same node; kept for the whole run so local rank/size are cheap queries.
+static MPI_Comm local_comm = MPI_COMM_NULL;
+
+// MPI counts are int; refuse larger buffers rather than silently truncating.
+#define CHECK_COUNT(count) do { if ((count) > (size_t)INT_MAX) return MPI_ERR_COUNT; } while (0)
+
+int lockstep_mpi_init(int requested, int *provided) {
+    int rc = MPI_Init_thread(NULL, NULL, requested, provided);
+    if (rc != MPI_SUCCESS) return rc;
+    // Errors come back as codes so Swift can throw with rank and context instead of the default abort.
+    rc = MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local_comm);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Comm_set_errhandler(local_comm, MPI_ERRORS_RETURN);
+}
+
+int lockstep_mpi_finalize(void) {
+    if (local_comm != MPI_COMM_NULL) {
+        int rc = MPI_Comm_free(&local_comm);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    return MPI_Finalize();
+}
+
+int lockstep_mpi_initialized(int *flag) { return MPI_Initialized(flag); }
+int lockstep_mpi_finalized(int *flag) { return MPI_Finalized(flag); }
 int lockstep_mpi_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
 int lockstep_mpi_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
+
+int lockstep_mpi_local_rank(int *rank) {
+    if (local_comm == MPI_COMM_NULL) return MPI_ERR_COMM;
+    return MPI_Comm_rank(local_comm, rank);
+}
+
+int lockstep_mpi_local_size(int *size) {
+    if (local_comm == MPI_COMM_NULL) return MPI_ERR_COMM;
+    return MPI_Comm_size(local_comm, size);
+}
+
+// MPI_IN_PLACE everywhere: passing the same buffer as send and receive is erroneous and aborts.
 int lockstep_mpi_allreduce_sum_float(float *buffer, size_t count) {
+    CHECK_COUNT(count);
     return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_allreduce_sum_double(double *buffer, size_t count) {
+    CHECK_COUNT(count);
+    return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_allreduce_int64(int64_t *buffer, size_t count, int operation) {
+    CHECK_COUNT(count);
+    MPI_Op op;
+    switch (operation) {
+    case LOCKSTEP_MPI_OP_SUM: op = MPI_SUM; break;
+    case LOCKSTEP_MPI_OP_MIN: op = MPI_MIN; break;
+    case LOCKSTEP_MPI_OP_MAX: op = MPI_MAX; break;
+    default: return MPI_ERR_OP;
+    }
+    return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_INT64_T, op, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_broadcast(void *buffer, size_t byte_count, int root) {
+    CHECK_COUNT(byte_count);
+    return MPI_Bcast(buffer, (int)byte_count, MPI_BYTE, root, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
+
+int lockstep_mpi_allgather(const void *send, size_t byte_count, void *receive) {
+    CHECK_COUNT(byte_count);
+    return MPI_Allgather(send, (int)byte_count, MPI_BYTE, receive, (int)byte_count, MPI_BYTE, MPI_COMM_WORLD);
+}
+
+// MPI_Request is copied in and out of caller-owned storage so the shim holds no per-request state.
+int lockstep_mpi_start_allreduce_sum_float(float *buffer, size_t count, lockstep_mpi_request *request) {
+    CHECK_COUNT(count);
+    MPI_Request handle = MPI_REQUEST_NULL;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buffer, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &handle);
+    memcpy(request->opaque, &handle, sizeof handle);
+    return rc;
+}
+
+int lockstep_mpi_test(lockstep_mpi_request *request, int *completed) {
+    MPI_Request handle;
+    memcpy(&handle, request->opaque, sizeof handle);
+    int rc = MPI_Test(&handle, completed, MPI_STATUS_IGNORE);
+    memcpy(request->opaque, &handle, sizeof handle);
+    return rc;
+}
+
+int lockstep_mpi_wait(lockstep_mpi_request *request) {
+    MPI_Request handle;
+    memcpy(&handle, request->opaque, sizeof handle);
+    int rc = MPI_Wait(&handle, MPI_STATUS_IGNORE);
+    memcpy(request->opaque, &handle, sizeof handle);
+    return rc;
+}
+
+int lockstep_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
+
+int lockstep_mpi_error_string(int code, char *buffer, size_t capacity) {
+    if (capacity == 0) return MPI_ERR_ARG;
+    // OpenMPI aborts the process if MPI_Error_string runs outside Init..Finalize; report that instead.
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (!initialized || finalized) {
+        snprintf(buffer, capacity, "MPI error %d (no text: MPI is %s)", code, initialized ? "finalized" : "not initialized");
+        return MPI_SUCCESS;
+    }
+    char text[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    int rc = MPI_Error_string(code, text, &length);
+    if (rc != MPI_SUCCESS) { buffer[0] = '\0'; return rc; }
+    size_t n = (size_t)length < capacity - 1 ? (size_t)length : capacity - 1;
+    memcpy(buffer, text, n);
+    buffer[n] = '\0';
+    return MPI_SUCCESS;
 }

@@ -2,12 +2,73 @@
 #define LOCKSTEP_MPI_H
 #include <stdint.h>
 #include <stddef.h>
-/// Plain-function wrapper over OpenMPI: Swift cannot import MPI_COMM_WORLD or MPI_FLOAT (macros over globals).
-/// Every function returns an MPI error code (0 = success) unless noted.
-int lockstep_mpi_init(int requested_thread_level, int *provided);
+
+/// Plain-function wrapper over OpenMPI: Swift cannot import MPI_COMM_WORLD, MPI_FLOAT or MPI_IN_PLACE
+/// (macros over globals), so every MPI call Lockstep makes goes through here.
+/// Every function returns an MPI error code (0 = MPI_SUCCESS) and reports results through pointers.
+
+/// Thread-support levels (values of MPI_THREAD_SINGLE … MPI_THREAD_MULTIPLE), as plain ints.
+extern const int lockstep_mpi_thread_single;
+extern const int lockstep_mpi_thread_funneled;
+extern const int lockstep_mpi_thread_serialized;
+extern const int lockstep_mpi_thread_multiple;
+
+/// MPI_SUCCESS.
+extern const int lockstep_mpi_success;
+
+/// Reduction operations for the int64 allreduce.
+enum {
+    LOCKSTEP_MPI_OP_SUM = 0,
+    LOCKSTEP_MPI_OP_MIN = 1,
+    LOCKSTEP_MPI_OP_MAX = 2,
+};
+
+/// Opaque storage for one MPI_Request; the caller owns the memory (no allocation inside the shim).
+typedef struct lockstep_mpi_request {
+    _Alignas(8) unsigned char opaque[16];
+} lockstep_mpi_request;
+
+/// MPI_Init_thread, then MPI_ERRORS_RETURN on the world communicator and a node-local communicator.
+int lockstep_mpi_init(int requested_thread_level, int *provided_thread_level);
+/// Frees the node-local communicator, then MPI_Finalize.
 int lockstep_mpi_finalize(void);
-int lockstep_mpi_initialized(void);
+/// Sets *flag to 1 when MPI_Init has been called.
+int lockstep_mpi_initialized(int *flag);
+/// Sets *flag to 1 when MPI_Finalize has been called.
+int lockstep_mpi_finalized(int *flag);
+/// Rank in MPI_COMM_WORLD.
 int lockstep_mpi_rank(int *rank);
+/// Size of MPI_COMM_WORLD.
 int lockstep_mpi_size(int *size);
+/// Rank among the processes sharing this node (MPI_COMM_TYPE_SHARED).
+int lockstep_mpi_local_rank(int *rank);
+/// Number of processes sharing this node.
+int lockstep_mpi_local_size(int *size);
+
+/// In-place sum over all ranks.
 int lockstep_mpi_allreduce_sum_float(float *buffer, size_t count);
+/// In-place sum over all ranks.
+int lockstep_mpi_allreduce_sum_double(double *buffer, size_t count);
+/// In-place reduction over all ranks; operation is one of LOCKSTEP_MPI_OP_*.
+int lockstep_mpi_allreduce_int64(int64_t *buffer, size_t count, int operation);
+/// Broadcasts `byte_count` bytes from `root` into `buffer` on every rank.
+int lockstep_mpi_broadcast(void *buffer, size_t byte_count, int root);
+/// Blocks until every rank has entered.
+int lockstep_mpi_barrier(void);
+/// Gathers `byte_count` bytes from each rank into `receive` (size × byte_count bytes) in rank order.
+int lockstep_mpi_allgather(const void *send, size_t byte_count, void *receive);
+
+/// Starts a nonblocking in-place float sum; complete it with lockstep_mpi_test or lockstep_mpi_wait.
+int lockstep_mpi_start_allreduce_sum_float(float *buffer, size_t count, lockstep_mpi_request *request);
+/// Sets *completed to 1 when the request has finished (and drives MPI progress).
+int lockstep_mpi_test(lockstep_mpi_request *request, int *completed);
+/// Blocks until the request has finished.
+int lockstep_mpi_wait(lockstep_mpi_request *request);
+
+/// MPI_Abort on the world communicator.
+int lockstep_mpi_abort(int code);
+/// Writes MPI_Error_string for `code` into `buffer` (NUL-terminated, truncated to `capacity`);
+/// outside MPI_Init..MPI_Finalize, where OpenMPI would abort, writes a generic line instead.
+int lockstep_mpi_error_string(int code, char *buffer, size_t capacity);
+
 #endif

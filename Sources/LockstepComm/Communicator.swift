@@ -1,0 +1,243 @@
+import CMPIShim
+import Foundation
+
+/// Reduction applied element-wise across ranks by the integer allreduce.
+public enum ReduceOperation: String, Sendable, CaseIterable {
+    case sum, min, max
+}
+
+/// MPI thread-support level, ordered from least to most permissive.
+public enum ThreadLevel: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
+    /// Only one thread exists.
+    case single
+    /// Only the thread that initialized MPI calls it.
+    case funneled
+    /// Any thread may call MPI, one at a time.
+    case serialized
+    /// Any thread may call MPI at any time.
+    case multiple
+
+    /// The MPI constant for this level.
+    public var mpiValue: Int32 {
+        switch self {
+        case .single: lockstep_mpi_thread_single
+        case .funneled: lockstep_mpi_thread_funneled
+        case .serialized: lockstep_mpi_thread_serialized
+        case .multiple: lockstep_mpi_thread_multiple
+        }
+    }
+
+    /// The level for an MPI constant, or nil if it is not one of the four.
+    public init?(mpiValue: Int32) {
+        guard let level = ThreadLevel.allCases.first(where: { $0.mpiValue == mpiValue }) else { return nil }
+        self = level
+    }
+
+    /// Orders by permissiveness.
+    public static func < (lhs: ThreadLevel, rhs: ThreadLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// MPI-style name, e.g. `MPI_THREAD_SERIALIZED`.
+    public var description: String {
+        switch self {
+        case .single: "MPI_THREAD_SINGLE"
+        case .funneled: "MPI_THREAD_FUNNELED"
+        case .serialized: "MPI_THREAD_SERIALIZED"
+        case .multiple: "MPI_THREAD_MULTIPLE"
+        }
+    }
+}
+
+/// Source location of a communication call, recorded by the flight recorder.
+public struct CallSite: Sendable {
+    /// `#fileID` of the caller.
+    public var file: StaticString
+    /// `#line` of the caller.
+    public var line: UInt
+
+    /// Captures the location where it is written (or the given one).
+    public init(file: StaticString = #fileID, line: UInt = #line) { self.file = file; self.line = line }
+}
+
+/// A failed communication call: names the operation, the rank and MPI's own explanation.
+public struct CommunicationError: Error, CustomStringConvertible, LocalizedError, Sendable {
+    /// The operation, e.g. `allreduceSum(float32 × 262144)`.
+    public var operation: String
+    /// Rank that saw the failure (-1 before the rank is known).
+    public var rank: Int
+    /// MPI error code, or nil for a usage error caught before calling MPI.
+    public var mpiErrorCode: Int32?
+    /// `MPI_Error_string` for the code, or the usage problem.
+    public var message: String
+
+    /// Creates an error.
+    public init(operation: String, rank: Int, mpiErrorCode: Int32? = nil, message: String) {
+        self.operation = operation; self.rank = rank; self.mpiErrorCode = mpiErrorCode; self.message = message
+    }
+
+    /// One line: operation, rank, reason.
+    public var description: String {
+        let code = mpiErrorCode.map { " (MPI error \($0))" } ?? ""
+        let who = rank >= 0 ? "rank \(rank)" : "this process"
+        return "\(operation) failed on \(who): \(message)\(code)"
+    }
+
+    /// Same as `description`, for Foundation error printing.
+    public var errorDescription: String? { description }
+
+    /// MPI's text for an error code (a generic line outside MPI_Init..MPI_Finalize, where MPI cannot say).
+    public static func mpiErrorString(_ code: Int32) -> String {
+        var text = [CChar](repeating: 0, count: 512)
+        let rc = text.withUnsafeMutableBufferPointer { lockstep_mpi_error_string(code, $0.baseAddress, $0.count) }
+        guard rc == lockstep_mpi_success else { return "unknown MPI error" }
+        return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+}
+
+/// Something a `PendingReduction` can ask whether its reduction has finished.
+public protocol PendingReductionOwner: AnyObject {
+    /// Drives progress and reports whether request `handle` has completed; completed handles stay completed.
+    func testReduction(handle: Int) throws -> Bool
+    /// Blocks until request `handle` has completed.
+    func waitReduction(handle: Int) throws
+}
+
+/// A nonblocking reduction in flight; the buffer must stay untouched until `test()` returns true or `wait()` returns.
+public struct PendingReduction {
+    /// Who completes it; nil means it completed at start.
+    public let owner: (any PendingReductionOwner)?
+    /// Owner-defined request identifier.
+    public let handle: Int
+
+    /// Wraps an owner's request.
+    public init(owner: any PendingReductionOwner, handle: Int) { self.owner = owner; self.handle = handle }
+
+    private init() { owner = nil; handle = -1 }
+
+    /// A reduction that finished at start (single process).
+    public static var completed: PendingReduction { PendingReduction() }
+
+    /// True once the reduction has finished; each call also lets MPI make progress.
+    public func test() throws -> Bool {
+        guard let owner else { return true }
+        return try owner.testReduction(handle: handle)
+    }
+
+    /// Blocks until the reduction has finished.
+    public func wait() throws {
+        guard let owner else { return }
+        try owner.waitReduction(handle: handle)
+    }
+}
+
+/// The collectives Lockstep needs, over MPI or within a single process.
+///
+/// Every rank must issue the same collectives in the same order. Requirements take an explicit `CallSite`;
+/// call the overloads without it (defaulting to `#fileID`/`#line`) so the flight recorder names your line.
+public protocol Communicator: AnyObject {
+    /// This process's rank in the world, 0..<size.
+    var rank: Int { get }
+    /// Number of ranks.
+    var size: Int { get }
+    /// Rank among the processes on this node.
+    var localRank: Int { get }
+    /// Number of processes on this node.
+    var localSize: Int { get }
+    /// Thread level MPI provided (`.multiple` without MPI).
+    var threadLevel: ThreadLevel { get }
+    /// Number of collectives issued so far; equal on all ranks when they are in lockstep.
+    var sequenceNumber: UInt64 { get }
+    /// The last `limit` collectives, oldest first, one readable line each.
+    func recentCollectives(limit: Int) -> [String]
+
+    /// In-place sum over ranks.
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws
+    /// In-place sum over ranks.
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, at site: CallSite) throws
+    /// In-place sum, minimum or maximum over ranks.
+    func allreduce(_ buffer: UnsafeMutableBufferPointer<Int64>, operation: ReduceOperation, at site: CallSite) throws
+    /// Copies `buffer` from rank `root` to every rank.
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int, at site: CallSite) throws
+    /// Gathers `send` from every rank into `receive` (size × send.count bytes), rank 0 first.
+    func allgather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, at site: CallSite) throws
+    /// Blocks until every rank arrives.
+    func barrier(at site: CallSite) throws
+    /// Starts an in-place float sum that completes later.
+    func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws -> PendingReduction
+    /// Ends every rank of the job with `code`.
+    func abort(code: Int32) -> Never
+}
+
+extension Communicator {
+    /// In-place sum over ranks.
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>,
+                             file: StaticString = #fileID, line: UInt = #line) throws {
+        try allreduceSum(buffer, at: CallSite(file: file, line: line))
+    }
+
+    /// In-place sum over ranks.
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>,
+                             file: StaticString = #fileID, line: UInt = #line) throws {
+        try allreduceSum(buffer, at: CallSite(file: file, line: line))
+    }
+
+    /// In-place sum, minimum or maximum over ranks.
+    public func allreduce(_ buffer: UnsafeMutableBufferPointer<Int64>, operation: ReduceOperation,
+                          file: StaticString = #fileID, line: UInt = #line) throws {
+        try allreduce(buffer, operation: operation, at: CallSite(file: file, line: line))
+    }
+
+    /// Sum, minimum or maximum of one value over ranks.
+    public func allreduce(_ value: Int64, operation: ReduceOperation,
+                          file: StaticString = #fileID, line: UInt = #line) throws -> Int64 {
+        var result = value
+        try withUnsafeMutablePointer(to: &result) {
+            try allreduce(UnsafeMutableBufferPointer(start: $0, count: 1), operation: operation,
+                          at: CallSite(file: file, line: line))
+        }
+        return result
+    }
+
+    /// Sum of one value over ranks.
+    public func allreduceSum(_ value: Double, file: StaticString = #fileID, line: UInt = #line) throws -> Double {
+        var result = value
+        try withUnsafeMutablePointer(to: &result) {
+            try allreduceSum(UnsafeMutableBufferPointer(start: $0, count: 1), at: CallSite(file: file, line: line))
+        }
+        return result
+    }
+
+    /// Copies `buffer` from rank `root` to every rank.
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int,
+                          file: StaticString = #fileID, line: UInt = #line) throws {
+        try broadcast(buffer, root: root, at: CallSite(file: file, line: line))
+    }
+
+    /// Gathers `send` from every rank into `receive` (size × send.count bytes), rank 0 first.
+    public func allgather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer,
+                          file: StaticString = #fileID, line: UInt = #line) throws {
+        try allgather(send: send, receive: receive, at: CallSite(file: file, line: line))
+    }
+
+    /// Blocks until every rank arrives.
+    public func barrier(file: StaticString = #fileID, line: UInt = #line) throws {
+        try barrier(at: CallSite(file: file, line: line))
+    }
+
+    /// Starts an in-place float sum that completes later.
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>,
+                                  file: StaticString = #fileID, line: UInt = #line) throws -> PendingReduction {
+        try startAllreduceSum(buffer, at: CallSite(file: file, line: line))
+    }
+}
+
+/// True when this process was started by an MPI launcher (mpirun/srun with PMIx) rather than directly.
+public func isLaunchedByMPI() -> Bool {
+    // MPI_Init without a launcher works as a slow singleton in OpenMPI 4.1, so avoid it when not launched.
+    getenv("OMPI_COMM_WORLD_SIZE") != nil || getenv("PMIX_RANK") != nil
+}
+
+/// MPI when launched by mpirun (requesting `threadLevel`), otherwise a world-size-1 communicator.
+public func makeCommunicator(threadLevel: ThreadLevel = .serialized) throws -> any Communicator {
+    if isLaunchedByMPI() { return try MPICommunicator.start(threadLevel: threadLevel) }
+    return SingleProcessCommunicator()
+}

@@ -1,0 +1,354 @@
+import Foundation
+import LockstepCore
+
+/// How `GradientReducer` moves gradients between ranks.
+public enum ReductionMode: String, Sendable, CaseIterable {
+    /// Everything reduced in `finish()`, one blocking allreduce per bucket: the no-overlap baseline.
+    case blocking
+    /// Nonblocking allreduce at bucket launch; `layerReady` polls (MPI_Test) to drive progress during backward.
+    case overlapPolling
+    /// A dedicated thread runs blocking allreduces on launched buckets; needs MPI_THREAD_SERIALIZED or better.
+    case overlapThread
+    /// Allgather each bucket and sum in rank order 0, 1, 2…: bitwise reproducible, independent of MPI's algorithm.
+    case deterministic
+}
+
+/// A contiguous run of gradients covering whole layers, reduced as one message.
+public struct GradientBucket: Sendable, Equatable, CustomStringConvertible {
+    /// Element range in the flat gradient buffer.
+    public var elements: Range<Int>
+    /// Layers whose gradients it holds; it launches once all of them (in backward order: the lowest) are ready.
+    public var layers: ClosedRange<Int>
+
+    /// Creates a bucket.
+    public init(elements: Range<Int>, layers: ClosedRange<Int>) { self.elements = elements; self.layers = layers }
+
+    /// E.g. `layers 1...2 elements 200960..<235146`.
+    public var description: String { "layers \(layers) elements \(elements)" }
+}
+
+/// A reducer set up with inconsistent layout or an unsupported mode.
+public struct ReducerConfigurationError: Error, CustomStringConvertible, LocalizedError, Sendable {
+    /// What is wrong and how to fix it.
+    public var description: String
+    /// Creates an error with a message.
+    public init(_ description: String) { self.description = description }
+    /// Same as `description`.
+    public var errorDescription: String? { description }
+}
+
+/// Averages a flat gradient buffer over ranks in layer-aligned buckets, overlapping communication with backward.
+///
+/// Per step: call `layerReady(i)` as each layer's gradients complete (backward runs top layer first), then
+/// `finish()`, which waits for every bucket and scales by 1/size. Buffers and threads are planned once in init;
+/// steps allocate nothing. In `.overlapThread` mode no other thread may call MPI between the first `layerReady`
+/// and the end of `finish()`.
+public final class GradientReducer {
+    /// Transport strategy.
+    public let mode: ReductionMode
+    /// Buckets in planning order (top layers first), which is also their launch order in a normal backward.
+    public let buckets: [GradientBucket]
+    /// Number of layers the offsets described.
+    public let layerCount: Int
+    /// Communicator used for every bucket.
+    public let communicator: any Communicator
+    /// The gradients being averaged.
+    public let gradients: UnsafeMutableBufferPointer<Float>
+
+    private let bucketOfLayer: [Int]  // -1 for parameter-free layers below the last bucket
+    private var layerDone: [Bool]
+    private var layersPending: [Int]
+    private var launched: [Bool]
+    private var completed: [Bool]
+    private var pending: [PendingReduction]
+    private var launchOrder: [Int]
+    private var launchedCount = 0
+    private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
+    private let worker: CommunicationWorker?
+
+    /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least
+    /// `bucketCapacityBytes`; the remaining bottom layers form the last (possibly smaller) bucket.
+    /// `layerStartOffsets` holds one ascending start offset per layer, the first 0; `totalCount` ends the last layer.
+    public static func planBuckets(layerStartOffsets: [Int], totalCount: Int,
+                                   bucketCapacityBytes: Int) throws -> [GradientBucket] {
+        guard bucketCapacityBytes > 0 else {
+            throw ReducerConfigurationError("bucket capacity must be positive, got \(bucketCapacityBytes) bytes")
+        }
+        guard let first = layerStartOffsets.first else {
+            guard totalCount == 0 else {
+                throw ReducerConfigurationError("no layer start offsets given for \(totalCount) gradient elements")
+            }
+            return []
+        }
+        guard first == 0 else {
+            throw ReducerConfigurationError("layer 0 must start at offset 0, got \(first): every gradient must belong to a layer")
+        }
+        for index in 1..<layerStartOffsets.count where layerStartOffsets[index] < layerStartOffsets[index - 1] {
+            throw ReducerConfigurationError(
+                "layer start offsets must not decrease: layer \(index) starts at \(layerStartOffsets[index]), before layer \(index - 1) at \(layerStartOffsets[index - 1])")
+        }
+        guard layerStartOffsets.last! <= totalCount else {
+            throw ReducerConfigurationError(
+                "layer \(layerStartOffsets.count - 1) starts at \(layerStartOffsets.last!), past the \(totalCount) gradient elements")
+        }
+        var buckets: [GradientBucket] = []
+        var topLayer = layerStartOffsets.count - 1
+        var bucketEnd = totalCount
+        for layer in stride(from: layerStartOffsets.count - 1, through: 0, by: -1) {
+            let start = layerStartOffsets[layer]
+            if (bucketEnd - start) * MemoryLayout<Float>.stride >= bucketCapacityBytes {
+                buckets.append(GradientBucket(elements: start..<bucketEnd, layers: layer...topLayer))
+                topLayer = layer - 1
+                bucketEnd = start
+            }
+        }
+        // Leftover bottom layers; parameter-free ones alone need no message.
+        if topLayer >= 0 && bucketEnd > 0 {
+            buckets.append(GradientBucket(elements: 0..<bucketEnd, layers: 0...topLayer))
+        }
+        return buckets
+    }
+
+    /// Plans buckets over `gradients` (one start offset per layer, ascending from 0) and, for
+    /// `.overlapThread`, starts the communication thread; `bucketCapacityBytes` trades overlap for message count.
+    public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
+                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .overlapPolling) throws {
+        if mode == .overlapThread && communicator.threadLevel < .serialized {
+            throw ReducerConfigurationError(
+                "reduction mode overlapThread calls MPI from a second thread and needs MPI_THREAD_SERIALIZED, but MPI provided \(communicator.threadLevel); start MPI with threadLevel .serialized or use overlapPolling")
+        }
+        buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets, totalCount: gradients.count,
+                                       bucketCapacityBytes: bucketCapacityBytes)
+        self.mode = mode
+        self.communicator = communicator
+        self.gradients = gradients
+        layerCount = layerStartOffsets.count
+        var bucketOfLayer = [Int](repeating: -1, count: layerCount)
+        for (index, bucket) in buckets.enumerated() { for layer in bucket.layers { bucketOfLayer[layer] = index } }
+        self.bucketOfLayer = bucketOfLayer
+        layerDone = [Bool](repeating: false, count: layerCount)
+        layersPending = buckets.map(\.layers.count)
+        launched = [Bool](repeating: false, count: buckets.count)
+        completed = [Bool](repeating: false, count: buckets.count)
+        pending = [PendingReduction](repeating: .completed, count: buckets.count)
+        launchOrder = [Int](repeating: -1, count: buckets.count)
+        let largest = buckets.map(\.elements.count).max() ?? 0
+        gatherBuffer = mode == .deterministic ? FloatBuffer(count: largest * communicator.size) : nil
+        if mode == .overlapThread {
+            let slices = buckets.map { UnsafeMutableBufferPointer(rebasing: gradients[$0.elements]) }
+            let worker = CommunicationWorker(communicator: communicator, buckets: slices)
+            worker.start()
+            self.worker = worker
+        } else {
+            worker = nil
+        }
+    }
+
+    /// Convenience over a model's `FlatTensors` gradients with `layerCount` layers (parameter-free ones included).
+    public convenience init(communicator: any Communicator, parameters: FlatTensors, layerCount: Int,
+                            bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .overlapPolling) throws {
+        guard let gradients = parameters.gradients else {
+            throw ReducerConfigurationError("these tensors have no gradient buffer; create them with withGradients: true")
+        }
+        try self.init(communicator: communicator, gradients: gradients.buffer,
+                      layerStartOffsets: (0..<layerCount).map { parameters.startOffset(ofLayer: $0) },
+                      bucketCapacityBytes: bucketCapacityBytes, mode: mode)
+    }
+
+    deinit { worker?.stop() }
+
+    /// Marks layer `index`'s gradients complete, launching its bucket once all the bucket's layers are ready;
+    /// in `.overlapPolling` also tests outstanding reductions so MPI makes progress.
+    public func layerReady(_ index: Int) throws {
+        guard index >= 0 && index < layerCount else {
+            throw ReducerConfigurationError("layerReady(\(index)) is outside the \(layerCount) layers this reducer was planned for")
+        }
+        if !layerDone[index] {
+            layerDone[index] = true
+            let bucket = bucketOfLayer[index]
+            if bucket >= 0 {
+                layersPending[bucket] -= 1
+                if layersPending[bucket] == 0 { try launch(bucket) }
+            }
+        }
+        if mode == .overlapPolling { try poll() }
+    }
+
+    /// Lets MPI progress outstanding nonblocking reductions (`.overlapPolling`); call it inside long backward
+    /// passes for more overlap. Does nothing in other modes.
+    public func poll() throws {
+        guard mode == .overlapPolling else { return }
+        for position in 0..<launchedCount {
+            let bucket = launchOrder[position]
+            if !completed[bucket] { completed[bucket] = try pending[bucket].test() }
+        }
+    }
+
+    /// Launches buckets whose layers were never reported, waits for all, and leaves averages in `gradients`;
+    /// the reducer is then ready for the next step.
+    public func finish() throws {
+        for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket) }
+        let scale = 1 / Float(communicator.size)
+        for position in 0..<launchedCount {
+            let bucket = launchOrder[position]
+            switch mode {
+            case .blocking:
+                try communicator.allreduceSum(slice(bucket))
+            case .deterministic:
+                try reduceInRankOrder(bucket)
+            case .overlapPolling:
+                if !completed[bucket] { try pending[bucket].wait() }
+                completed[bucket] = true
+            case .overlapThread:
+                worker!.waitForCompletion(count: position + 1)
+            }
+            // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight.
+            if communicator.size > 1 { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
+                                                     by: scale, count: buckets[bucket].elements.count) }
+        }
+        if let error = worker?.takeError() { throw error }
+        clearStep()
+    }
+
+    /// Abandons the current step: waits out reductions already in flight (every rank must do the same), then clears.
+    public func reset() throws {
+        switch mode {
+        case .overlapPolling:
+            for position in 0..<launchedCount where !completed[launchOrder[position]] {
+                try pending[launchOrder[position]].wait()
+            }
+        case .overlapThread:
+            worker!.waitForCompletion(count: launchedCount)
+            _ = worker!.takeError()
+        case .blocking, .deterministic:
+            break
+        }
+        clearStep()
+    }
+
+    // MARK: Internals
+
+    private func slice(_ bucket: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: gradients[buckets[bucket].elements])
+    }
+
+    private func launch(_ bucket: Int) throws {
+        launched[bucket] = true
+        launchOrder[launchedCount] = bucket
+        launchedCount += 1
+        switch mode {
+        case .overlapPolling: pending[bucket] = try communicator.startAllreduceSum(slice(bucket))
+        case .overlapThread: worker!.enqueue(bucket)
+        case .blocking, .deterministic: break  // reduced in finish()
+        }
+    }
+
+    /// out = ((g0 + g1) + g2) + …, identical on every rank and for any MPI algorithm.
+    private func reduceInRankOrder(_ bucket: Int) throws {
+        let target = slice(bucket)
+        let count = target.count
+        let gather = gatherBuffer!.pointer
+        try communicator.allgather(send: UnsafeRawBufferPointer(target),
+                                   receive: UnsafeMutableRawBufferPointer(start: gather,
+                                                                          count: count * communicator.size * MemoryLayout<Float>.stride))
+        // Start from rank 0's values, not zero: 0 + (-0) would flip the sign bit of negative zeros.
+        target.baseAddress!.update(from: gather, count: count)
+        for rank in 1..<max(communicator.size, 1) {
+            Kernels.add(gather + rank * count, into: target.baseAddress!, count: count)
+        }
+    }
+
+    private func clearStep() {
+        for index in 0..<layerCount { layerDone[index] = false }
+        for bucket in 0..<buckets.count {
+            layersPending[bucket] = buckets[bucket].layers.count
+            launched[bucket] = false
+            completed[bucket] = false
+            pending[bucket] = .completed
+        }
+        launchedCount = 0
+        worker?.resetCounts()
+    }
+}
+
+/// The `.overlapThread` communication thread: runs blocking allreduces on buckets in the order they are handed over.
+///
+/// The condition variable both wakes the thread and orders its MPI calls and flight-recorder writes before
+/// the main thread's next MPI use (the happens-before MPI_THREAD_SERIALIZED needs).
+private final class CommunicationWorker: @unchecked Sendable {
+    private let communicator: any Communicator
+    private let buckets: [UnsafeMutableBufferPointer<Float>]
+    private let condition = NSCondition()
+    private var queue: [Int]  // launch order; preallocated to one entry per bucket
+    private var enqueued = 0
+    private var finished = 0
+    private var stopping = false
+    private var firstError: (any Error)?
+
+    init(communicator: any Communicator, buckets: [UnsafeMutableBufferPointer<Float>]) {
+        self.communicator = communicator
+        self.buckets = buckets
+        queue = [Int](repeating: -1, count: buckets.count)
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "lockstep-comm"
+        thread.start()
+    }
+
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func enqueue(_ bucket: Int) {
+        condition.lock()
+        queue[enqueued] = bucket
+        enqueued += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func waitForCompletion(count: Int) {
+        condition.lock()
+        while finished < count { condition.wait() }
+        condition.unlock()
+    }
+
+    func takeError() -> (any Error)? {
+        condition.lock()
+        defer { firstError = nil; condition.unlock() }
+        return firstError
+    }
+
+    /// Only called when nothing is in flight.
+    func resetCounts() {
+        condition.lock()
+        enqueued = 0
+        finished = 0
+        condition.unlock()
+    }
+
+    private func run() {
+        condition.lock()
+        while true {
+            while !stopping && finished == enqueued { condition.wait() }
+            if stopping { break }
+            let bucket = queue[finished]
+            let skip = firstError != nil  // after a failure MPI state is suspect; just release the waiter
+            condition.unlock()
+            var failure: (any Error)?
+            if !skip {
+                do { try communicator.allreduceSum(buckets[bucket]) } catch { failure = error }
+            }
+            condition.lock()
+            if let failure, firstError == nil { firstError = failure }
+            finished += 1
+            condition.broadcast()
+        }
+        condition.unlock()
+    }
+}
