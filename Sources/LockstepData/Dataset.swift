@@ -19,7 +19,9 @@ public struct DataError: Error, CustomStringConvertible, LocalizedError {
 
 /// Which half of a dataset with a fixed train/test split to read.
 public enum DataSplit: String, Sendable {
+    /// The training files.
     case train
+    /// The held-out test files.
     case test
 }
 

@@ -28,7 +28,9 @@ extension Optimizer {
 ///     buf = μ·buf + g              (later steps)
 ///     p -= lr · (nesterov ? g + μ·buf : buf)
 public final class SGD: Optimizer {
+    /// Config and checkpoint name.
     public let kind = "sgd"
+    /// Updates applied so far.
     public var stepCount = 0
     /// Momentum factor (0 disables the buffer).
     public let momentum: Float
@@ -49,8 +51,10 @@ public final class SGD: Optimizer {
         velocity = FloatBuffer(count: momentum != 0 ? parameterCount : 0)
     }
 
+    /// The momentum buffer, when momentum is on.
     public var stateBuffers: [(name: String, buffer: FloatBuffer)] { momentum != 0 ? [("momentum_buffer", velocity)] : [] }
 
+    /// One update in place; allocates nothing.
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
         precondition(count <= parameterCount, "SGD was created for \(parameterCount) parameters, step got \(count)")
         let v = velocity.pointer
@@ -84,7 +88,9 @@ public final class SGD: Optimizer {
 ///     v = β2·v + (1-β2)·g²
 ///     p -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)
 public final class Adam: Optimizer {
+    /// "adamw" with decoupled weight decay, else "adam".
     public var kind: String { decoupledWeightDecay ? "adamw" : "adam" }
+    /// Updates applied so far.
     public var stepCount = 0
     // Betas and epsilon are kept in Double like PyTorch's Python floats: 1 - β is formed in Double and rounded
     // once, whereas 1 - Float(0.999) is off by 1e-5 relative.
@@ -122,8 +128,10 @@ public final class Adam: Optimizer {
              weightDecay: weightDecay, decoupledWeightDecay: true)
     }
 
+    /// First and second moment averages.
     public var stateBuffers: [(name: String, buffer: FloatBuffer)] { [("exp_avg", firstMoment), ("exp_avg_sq", secondMoment)] }
 
+    /// One update in place; allocates nothing.
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
         precondition(count <= parameterCount, "Adam was created for \(parameterCount) parameters, step got \(count)")
         stepCount += 1

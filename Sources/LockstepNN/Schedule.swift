@@ -11,6 +11,7 @@ public struct ConstantSchedule: LearningRateSchedule, Equatable {
     public var baseLearningRate: Float
     /// Creates a constant schedule.
     public init(learningRate: Float) { baseLearningRate = learningRate }
+    /// The rate for update number `step`.
     public func learningRate(step: Int) -> Float { baseLearningRate }
 }
 
@@ -29,6 +30,7 @@ public struct StepDecaySchedule: LearningRateSchedule, Equatable {
         baseLearningRate = learningRate; self.stepSize = stepSize; self.gamma = gamma
     }
 
+    /// The rate for update number `step`.
     public func learningRate(step: Int) -> Float {
         let decays = max(step, 0) / stepSize
         // Double power avoids drift from repeated Float multiplication over many decays.
@@ -52,6 +54,7 @@ public struct CosineSchedule: LearningRateSchedule, Equatable {
         baseLearningRate = learningRate; self.totalSteps = totalSteps; self.minimumLearningRate = minimumLearningRate
     }
 
+    /// The rate for update number `step`.
     public func learningRate(step: Int) -> Float {
         let progress = Double(min(max(step, 0), totalSteps)) / Double(totalSteps)
         let cosine = (1 + _cosine(Double.pi * progress)) / 2
@@ -79,6 +82,7 @@ public struct WarmupSchedule: LearningRateSchedule {
         self.warmupSteps = warmupSteps; self.warmupStartFactor = warmupStartFactor; self.base = base
     }
 
+    /// The rate for update number `step`.
     public func learningRate(step: Int) -> Float {
         let step = max(step, 0)
         guard step < warmupSteps else { return base.learningRate(step: step - warmupSteps) }
