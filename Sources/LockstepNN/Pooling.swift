@@ -1,0 +1,173 @@
+import LockstepCore
+
+/// Maximum over sliding windows of each channel (no padding); remembers the winner of every window for backward.
+public final class MaxPool2D: Layer {
+    public let kind = "maxpool2d"
+    /// Window (height, width).
+    public let kernelSize: (height: Int, width: Int)
+    /// Step between windows (height, width).
+    public let stride: (height: Int, width: Int)
+
+    private var inputImage = ImageShape(channels: 0, height: 0, width: 0)
+    private var outputImage = ImageShape(channels: 0, height: 0, width: 0)
+    /// Per output element, the index inside its sample of the input element that won (planned workspace).
+    private var argmax: UnsafeMutablePointer<Int32>?
+    private var argmaxCapacity = 0
+
+    /// A max pool with window `kernelSize` and step `stride` (PyTorch's default stride is the kernel size).
+    public init(kernelSize: (Int, Int), stride: (Int, Int)? = nil) {
+        self.kernelSize = (kernelSize.0, kernelSize.1)
+        let step = stride ?? kernelSize
+        self.stride = (step.0, step.1)
+    }
+
+    /// A max pool with a square window and square step (default: the window size).
+    public convenience init(kernelSize: Int, stride: Int? = nil) {
+        self.init(kernelSize: (kernelSize, kernelSize), stride: stride.map { ($0, $0) })
+    }
+
+    deinit { argmax?.deallocate() }
+
+    public func outputShape(inputShape: [Int]) throws -> [Int] {
+        try poolOutputShape(inputShape, kernel: kernelSize, stride: stride, layer: kind).dimensions
+    }
+
+    public func plan(batchSize: Int, inputShape: [Int]) {
+        inputImage = try! ImageShape(inputShape, layer: kind)
+        outputImage = try! poolOutputShape(inputShape, kernel: kernelSize, stride: stride, layer: kind)
+        let needed = batchSize * outputImage.count
+        if needed > argmaxCapacity {
+            argmax?.deallocate()
+            argmax = .allocate(capacity: max(needed, 1))
+            argmaxCapacity = needed
+        }
+    }
+
+    public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
+        let argmax = self.argmax!
+        for b in 0..<batch {
+            for c in 0..<i.channels {
+                let planeOffset = c * i.planeCount
+                let x = input + b * i.count + planeOffset
+                let outputBase = b * o.count + c * o.planeCount
+                for oh in 0..<o.height {
+                    for ow in 0..<o.width {
+                        let top = oh * sH, left = ow * sW
+                        var best = top * i.width + left
+                        var bestValue = x[best]
+                        for kh in 0..<kH {
+                            let rowStart = (top + kh) * i.width + left
+                            for kw in 0..<kW where x[rowStart + kw] > bestValue {
+                                bestValue = x[rowStart + kw]; best = rowStart + kw
+                            }
+                        }
+                        output[outputBase + oh * o.width + ow] = bestValue
+                        argmax[outputBase + oh * o.width + ow] = Int32(planeOffset + best)
+                    }
+                }
+            }
+        }
+    }
+
+    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
+        guard let inputGradient else { return }
+        let i = inputImage, o = outputImage
+        let argmax = self.argmax!
+        inputGradient.update(repeating: 0, count: batch * i.count)
+        // Accumulate: with stride < kernel one input can win several windows.
+        for b in 0..<batch {
+            let dx = inputGradient + b * i.count
+            let base = b * o.count
+            for j in 0..<o.count { dx[Int(argmax[base + j])] += outputGradient[base + j] }
+        }
+    }
+}
+
+/// Mean over sliding windows of each channel (no padding).
+public final class AvgPool2D: Layer {
+    public let kind = "avgpool2d"
+    /// Window (height, width).
+    public let kernelSize: (height: Int, width: Int)
+    /// Step between windows (height, width).
+    public let stride: (height: Int, width: Int)
+
+    private var inputImage = ImageShape(channels: 0, height: 0, width: 0)
+    private var outputImage = ImageShape(channels: 0, height: 0, width: 0)
+
+    /// An average pool with window `kernelSize` and step `stride` (default: the window size).
+    public init(kernelSize: (Int, Int), stride: (Int, Int)? = nil) {
+        self.kernelSize = (kernelSize.0, kernelSize.1)
+        let step = stride ?? kernelSize
+        self.stride = (step.0, step.1)
+    }
+
+    /// An average pool with a square window and square step (default: the window size).
+    public convenience init(kernelSize: Int, stride: Int? = nil) {
+        self.init(kernelSize: (kernelSize, kernelSize), stride: stride.map { ($0, $0) })
+    }
+
+    public func outputShape(inputShape: [Int]) throws -> [Int] {
+        try poolOutputShape(inputShape, kernel: kernelSize, stride: stride, layer: kind).dimensions
+    }
+
+    public func plan(batchSize: Int, inputShape: [Int]) {
+        inputImage = try! ImageShape(inputShape, layer: kind)
+        outputImage = try! poolOutputShape(inputShape, kernel: kernelSize, stride: stride, layer: kind)
+    }
+
+    public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
+        let scale = 1 / Float(kH * kW)
+        for plane in 0..<(batch * i.channels) {
+            let x = input + plane * i.planeCount
+            let y = output + plane * o.planeCount
+            for oh in 0..<o.height {
+                for ow in 0..<o.width {
+                    var sum: Float = 0
+                    for kh in 0..<kH {
+                        let row = x + (oh * sH + kh) * i.width + ow * sW
+                        for kw in 0..<kW { sum += row[kw] }
+                    }
+                    y[oh * o.width + ow] = sum * scale
+                }
+            }
+        }
+    }
+
+    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
+        guard let inputGradient else { return }
+        let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
+        let scale = 1 / Float(kH * kW)
+        inputGradient.update(repeating: 0, count: batch * i.count)
+        for plane in 0..<(batch * i.channels) {
+            let dx = inputGradient + plane * i.planeCount
+            let dy = outputGradient + plane * o.planeCount
+            for oh in 0..<o.height {
+                for ow in 0..<o.width {
+                    let share = dy[oh * o.width + ow] * scale
+                    for kh in 0..<kH {
+                        let row = dx + (oh * sH + kh) * i.width + ow * sW
+                        for kw in 0..<kW { row[kw] += share }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output image of a pooling window over `shape`, or a ShapeError naming the layer.
+func poolOutputShape(_ shape: [Int], kernel: (height: Int, width: Int), stride: (height: Int, width: Int),
+                     layer: String) throws -> ImageShape {
+    let image = try ImageShape(shape, layer: layer)
+    guard kernel.height > 0, kernel.width > 0, stride.height > 0, stride.width > 0 else {
+        throw ShapeError("\(layer) needs a positive kernel and stride, has kernel \(kernel) and stride \(stride)")
+    }
+    guard let height = ImageShape.slidingCount(input: image.height, kernel: kernel.height, stride: stride.height, padding: 0),
+          let width = ImageShape.slidingCount(input: image.width, kernel: kernel.width, stride: stride.width, padding: 0) else {
+        throw ShapeError("\(layer) kernel \(kernel.height)x\(kernel.width) does not fit in the \(image.height)x\(image.width) input \(shape)")
+    }
+    return ImageShape(channels: image.channels, height: height, width: width)
+}
