@@ -165,6 +165,8 @@ public protocol Communicator: AnyObject {
     func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws -> PendingReduction
     /// Ends every rank of the job with `code`.
     func abort(code: Int32) -> Never
+    /// Shuts communication down (MPI_Finalize); every rank calls it once after its last collective.
+    func finalize() throws
 }
 
 extension Communicator {

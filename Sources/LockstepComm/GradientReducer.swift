@@ -2,12 +2,19 @@ import Foundation
 import LockstepCore
 
 /// How `GradientReducer` moves gradients between ranks.
+///
+/// `.blocking` is the default: on one node the shared-memory allreduce is itself CPU work (copies and sums) on
+/// the cores that run backward, so overlapping gained nothing in measurements on a 2-core machine, while
+/// MPI_Iallreduce took about 2× as long as the blocking call. The overlap modes are for nodes with idle cores
+/// or network offload.
 public enum ReductionMode: String, Sendable, CaseIterable {
     /// Everything reduced in `finish()`, one blocking allreduce per bucket: the no-overlap baseline.
     case blocking
     /// Nonblocking allreduce at bucket launch; `layerReady` polls (MPI_Test) to drive progress during backward.
+    /// The bucket launched last (no backward left to hide it) uses the blocking call, which is about 2× faster.
     case overlapPolling
     /// A dedicated thread runs blocking allreduces on launched buckets; needs MPI_THREAD_SERIALIZED or better.
+    /// The bucket launched last is reduced on the calling thread in `finish()`, saving the hand-off.
     case overlapThread
     /// Allgather each bucket and sum in rank order 0, 1, 2…: bitwise reproducible, independent of MPI's algorithm.
     case deterministic
@@ -61,8 +68,10 @@ public final class GradientReducer {
     private var launched: [Bool]
     private var completed: [Bool]
     private var pending: [PendingReduction]
+    private var deferred: [Bool]  // launched with no backward left: reduced blocking in finish()
     private var launchOrder: [Int]
     private var launchedCount = 0
+    private var handedToThread = 0
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
 
@@ -112,7 +121,7 @@ public final class GradientReducer {
     /// Plans buckets over `gradients` (one start offset per layer, ascending from 0) and, for
     /// `.overlapThread`, starts the communication thread; `bucketCapacityBytes` trades overlap for message count.
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
-                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .overlapPolling) throws {
+                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking) throws {
         if mode == .overlapThread && communicator.threadLevel < .serialized {
             throw ReducerConfigurationError(
                 "reduction mode overlapThread calls MPI from a second thread and needs MPI_THREAD_SERIALIZED, but MPI provided \(communicator.threadLevel); start MPI with threadLevel .serialized or use overlapPolling")
@@ -131,6 +140,7 @@ public final class GradientReducer {
         launched = [Bool](repeating: false, count: buckets.count)
         completed = [Bool](repeating: false, count: buckets.count)
         pending = [PendingReduction](repeating: .completed, count: buckets.count)
+        deferred = [Bool](repeating: false, count: buckets.count)
         launchOrder = [Int](repeating: -1, count: buckets.count)
         let largest = buckets.map(\.elements.count).max() ?? 0
         gatherBuffer = mode == .deterministic ? FloatBuffer(count: largest * communicator.size) : nil
@@ -146,7 +156,7 @@ public final class GradientReducer {
 
     /// Convenience over a model's `FlatTensors` gradients with `layerCount` layers (parameter-free ones included).
     public convenience init(communicator: any Communicator, parameters: FlatTensors, layerCount: Int,
-                            bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .overlapPolling) throws {
+                            bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking) throws {
         guard let gradients = parameters.gradients else {
             throw ReducerConfigurationError("these tensors have no gradient buffer; create them with withGradients: true")
         }
@@ -168,7 +178,7 @@ public final class GradientReducer {
             let bucket = bucketOfLayer[index]
             if bucket >= 0 {
                 layersPending[bucket] -= 1
-                if layersPending[bucket] == 0 { try launch(bucket) }
+                if layersPending[bucket] == 0 { try launch(bucket, inFinish: false) }
             }
         }
         if mode == .overlapPolling { try poll() }
@@ -180,15 +190,17 @@ public final class GradientReducer {
         guard mode == .overlapPolling else { return }
         for position in 0..<launchedCount {
             let bucket = launchOrder[position]
-            if !completed[bucket] { completed[bucket] = try pending[bucket].test() }
+            if !completed[bucket] && !deferred[bucket] { completed[bucket] = try pending[bucket].test() }
         }
     }
 
     /// Launches buckets whose layers were never reported, waits for all, and leaves averages in `gradients`;
     /// the reducer is then ready for the next step.
     public func finish() throws {
-        for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket) }
+        for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket, inFinish: true) }
         let scale = 1 / Float(communicator.size)
+        // Deferred buckets sit at the end of the launch order, after every nonblocking start or hand-off,
+        // so all ranks issue collectives in the same order.
         for position in 0..<launchedCount {
             let bucket = launchOrder[position]
             switch mode {
@@ -197,10 +209,21 @@ public final class GradientReducer {
             case .deterministic:
                 try reduceInRankOrder(bucket)
             case .overlapPolling:
-                if !completed[bucket] { try pending[bucket].wait() }
+                if deferred[bucket] {
+                    try communicator.allreduceSum(slice(bucket))
+                } else if !completed[bucket] {
+                    try pending[bucket].wait()
+                }
                 completed[bucket] = true
             case .overlapThread:
-                worker!.waitForCompletion(count: position + 1)
+                if deferred[bucket] {
+                    // MPI_THREAD_SERIALIZED: the thread must be idle before this thread calls MPI.
+                    worker!.waitForCompletion(count: handedToThread)
+                    if let error = worker!.takeError() { throw error }
+                    try communicator.allreduceSum(slice(bucket))
+                } else {
+                    worker!.waitForCompletion(count: position + 1)
+                }
             }
             // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight.
             if communicator.size > 1 { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
@@ -218,7 +241,7 @@ public final class GradientReducer {
                 try pending[launchOrder[position]].wait()
             }
         case .overlapThread:
-            worker!.waitForCompletion(count: launchedCount)
+            worker!.waitForCompletion(count: handedToThread)
             _ = worker!.takeError()
         case .blocking, .deterministic:
             break
@@ -232,14 +255,22 @@ public final class GradientReducer {
         UnsafeMutableBufferPointer(rebasing: gradients[buckets[bucket].elements])
     }
 
-    private func launch(_ bucket: Int) throws {
+    private func launch(_ bucket: Int, inFinish: Bool) throws {
+        // Once every bucket is launched no backward compute remains to overlap with.
+        let nothingLeftToOverlap = inFinish || launchedCount == buckets.count - 1
         launched[bucket] = true
         launchOrder[launchedCount] = bucket
         launchedCount += 1
         switch mode {
-        case .overlapPolling: pending[bucket] = try communicator.startAllreduceSum(slice(bucket))
-        case .overlapThread: worker!.enqueue(bucket)
-        case .blocking, .deterministic: break  // reduced in finish()
+        case .overlapPolling where !nothingLeftToOverlap:
+            pending[bucket] = try communicator.startAllreduceSum(slice(bucket))
+        case .overlapThread where !nothingLeftToOverlap:
+            worker!.enqueue(bucket)
+            handedToThread += 1
+        case .overlapPolling, .overlapThread:
+            deferred[bucket] = true
+        case .blocking, .deterministic:
+            break  // reduced in finish()
         }
     }
 
@@ -264,9 +295,11 @@ public final class GradientReducer {
             layersPending[bucket] = buckets[bucket].layers.count
             launched[bucket] = false
             completed[bucket] = false
+            deferred[bucket] = false
             pending[bucket] = .completed
         }
         launchedCount = 0
+        handedToThread = 0
         worker?.resetCounts()
     }
 }

@@ -63,4 +63,6 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
     }
 
     public func abort(code: Int32) -> Never { exit(code) }
+
+    public func finalize() throws {}
 }

@@ -89,11 +89,11 @@ final class GradientReducerTests: XCTestCase {
                                     .start(10..<16, handle: 1), .test(handle: 0), .test(handle: 1)])
         try reducer.layerReady(1)
         XCTAssertEqual(comm.calls.last, .test(handle: 1))
-        try reducer.layerReady(0)
-        XCTAssertEqual(comm.calls.suffix(2), [.start(0..<10, handle: 2), .test(handle: 2)])
         comm.clearCalls()
+        try reducer.layerReady(0)
+        XCTAssertEqual(comm.calls, [], "the last bucket has nothing left to overlap with: no nonblocking start")
         try reducer.finish()
-        XCTAssertEqual(comm.calls, [.wait(handle: 2)], "only the bucket not yet seen complete is waited for")
+        XCTAssertEqual(comm.calls, [.allreduce(0..<10)], "completed buckets are not waited for; the last one is blocking")
         assertAveraged(gradients)
     }
 
@@ -107,18 +107,29 @@ final class GradientReducerTests: XCTestCase {
         assertAveraged(gradients)
     }
 
-    func testFinishLaunchesBucketsNeverReportedAndNextStepStartsClean() throws {
-        let (reducer, comm, gradients) = try makeReducer(.overlapPolling)
-        for _ in 0..<2 {
-            comm.clearCalls()
-            fill(gradients)
-            try reducer.finish()
-            let starts = comm.calls.compactMap { call -> Range<Int>? in
-                if case .start(let range, _) = call { return range } else { return nil }
+    func testFinishReducesBucketsNeverReportedAndNextStepStartsClean() throws {
+        for mode in [ReductionMode.overlapPolling, .overlapThread] {
+            let (reducer, comm, gradients) = try makeReducer(mode)
+            for step in 0..<2 {
+                comm.clearCalls()
+                fill(gradients)
+                if step == 1 { try reducer.layerReady(4) }  // a partial report launches nothing by itself
+                try reducer.finish()
+                XCTAssertEqual(comm.calls, [.allreduce(16..<19), .allreduce(10..<16), .allreduce(0..<10)], "\(mode)")
+                assertAveraged(gradients)
             }
-            XCTAssertEqual(starts, [16..<19, 10..<16, 0..<10])
-            assertAveraged(gradients)
         }
+    }
+
+    func testPollingOverlapsAllButTheLastBucketAndWaitsForUnfinishedOnes() throws {
+        let (reducer, comm, gradients) = try makeReducer(.overlapPolling)
+        comm.testsUntilComplete = 100
+        fill(gradients)
+        for layer in [4, 3, 2, 1, 0] { try reducer.layerReady(layer) }
+        comm.clearCalls()
+        try reducer.finish()
+        XCTAssertEqual(comm.calls, [.wait(handle: 0), .wait(handle: 1), .allreduce(0..<10)])
+        assertAveraged(gradients)
     }
 
     func testDuplicateReadyIsIgnoredAndOutOfRangeThrows() throws {

@@ -117,4 +117,6 @@ final class RecordingCommunicator: Communicator, PendingReductionOwner, @uncheck
     func waitReduction(handle: Int) throws { append(.wait(handle: handle)) }
 
     func abort(code: Int32) -> Never { fatalError("fake abort \(code)") }
+
+    func finalize() throws { append(.other("finalize")) }
 }
