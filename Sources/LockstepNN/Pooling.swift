@@ -46,6 +46,10 @@ public final class MaxPool2D: Layer {
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
         let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
         let argmax = self.argmax!
+        if kH == 2 && kW == 2 && sH == 2 && sW == 2 {
+            forward2x2(input: input, output: output, batch: batch)
+            return
+        }
         for b in 0..<batch {
             for c in 0..<i.channels {
                 let planeOffset = c * i.planeCount
@@ -65,6 +69,30 @@ public final class MaxPool2D: Layer {
                         output[outputBase + oh * o.width + ow] = bestValue
                         argmax[outputBase + oh * o.width + ow] = Int32(planeOffset + best)
                     }
+                }
+            }
+        }
+    }
+
+    /// The common 2x2 / stride 2 window, unrolled; same first-maximum tie rule as the general loop.
+    private func forward2x2(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int) {
+        let i = inputImage, o = outputImage
+        let argmax = self.argmax!
+        for plane in 0..<(batch * i.channels) {
+            let x = input + plane * i.planeCount
+            let y = output + plane * o.planeCount
+            let winners = argmax + plane * o.planeCount
+            let planeOffset = Int32((plane % i.channels) * i.planeCount)
+            for oh in 0..<o.height {
+                let top = 2 * oh * i.width
+                for ow in 0..<o.width {
+                    let a = top + 2 * ow, c = a + i.width
+                    var best = a, value = x[a]
+                    if x[a + 1] > value { best = a + 1; value = x[a + 1] }
+                    if x[c] > value { best = c; value = x[c] }
+                    if x[c + 1] > value { best = c + 1; value = x[c + 1] }
+                    y[oh * o.width + ow] = value
+                    winners[oh * o.width + ow] = planeOffset + Int32(best)
                 }
             }
         }

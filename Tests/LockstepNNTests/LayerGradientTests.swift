@@ -75,6 +75,10 @@ final class LayerGradientTests: XCTestCase {
         let harness = try LayerHarness(MaxPool2D(kernelSize: 2), inputShape: [2, 4, 6], batch: 2)
         XCTAssertEqual(harness.outputShape, [2, 2, 3])
         GradientCheck.checkLayer(harness, input: TestData.distinct(harness.inputCount, seed: 10))
+        // The 2x2 fast path: ascending input puts every window's maximum at its bottom-right corner.
+        let output = harness.forward((0..<96).map(Float.init), context: LayerContext(training: false))
+        XCTAssertEqual(Array(output[0..<6]), [7, 9, 11, 19, 21, 23])
+        XCTAssertEqual(Array(output[18..<24]), [79, 81, 83, 91, 93, 95])
     }
 
     func testMaxPool2DOverlappingWindows() throws {
