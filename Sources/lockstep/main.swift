@@ -1,1 +1,65 @@
-print("lockstep")
+import ArgumentParser
+import Foundation
+import LockstepTrain
+
+/// `lockstep`: data-parallel training under mpirun (or standalone as one rank).
+@main
+struct Lockstep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
+        subcommands: [Train.self, Evaluate.self, SelfTest.self])
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model from a YAML config.")
+
+    @Option(name: .long, help: "YAML training config.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config key, e.g. --set optimizer.lr=0.1 (repeatable).")
+    var overrides: [String] = []
+
+    @Option(name: .long, help: "Append JSON-lines metrics (per epoch and a final summary) to this file (rank 0).")
+    var metrics: String?
+
+    @Flag(name: .long, help: "Print the final parameters' checksum on every rank (tests use it).")
+    var printChecksum = false
+
+    @Option(name: .long, help: "Write the final parameters of rank 0 as raw little-endian float32 to this file.")
+    var dumpParameters: String?
+
+    func run() throws {
+        try Session.run { session in
+            try session.train(configPath: config, overrides: overrides, metricsPath: metrics,
+                              printChecksum: printChecksum, dumpParameters: dumpParameters)
+        }
+    }
+}
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "eval", abstract: "Evaluate a model on the config's test set.")
+
+    @Option(name: .long, help: "YAML training config.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config key (repeatable).")
+    var overrides: [String] = []
+
+    @Option(name: .long, help: "Raw float32 parameter file written by train --dump-parameters.")
+    var parameters: String?
+
+    func run() throws {
+        try Session.run { session in try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters) }
+    }
+}
+
+struct SelfTest: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "selftest", abstract: "Check the MPI engine under mpirun.")
+
+    @Argument(help: "What to check: comm.")
+    var what: String = "comm"
+
+    func run() throws {
+        try Session.run { session in try session.selfTest(what) }
+    }
+}

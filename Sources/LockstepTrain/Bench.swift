@@ -1,0 +1,75 @@
+import Foundation
+import LockstepComm
+import LockstepCore
+import LockstepData
+import LockstepNN
+
+/// Benchmarks that print numbers (BENCHMARKS.md quotes them); never used as tests.
+public enum Bench {
+    /// Median seconds of `body` over `trials` runs after `warmup` runs.
+    public static func time(trials: Int, warmup: Int = 3, _ body: () throws -> Void) rethrows -> Double {
+        for _ in 0..<warmup { try body() }
+        var samples: [Double] = []
+        samples.reserveCapacity(trials)
+        for _ in 0..<trials {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        }
+        return StepTimings.median(samples)
+    }
+
+    /// One row of the Linear-versus-sgemm comparison.
+    public struct LinearRow: Sendable {
+        public var shape: String
+        public var flops: Double
+        public var layerGFLOPs: Double
+        public var sgemmGFLOPs: Double
+    }
+
+    /// Forward + backward of Linear layers on the fashion-mlp shapes at `batch`, against the same three GEMMs
+    /// called directly (the layer adds bias work and the parameter-gradient accumulation).
+    public static func linearVersusSgemm(batch: Int, trials: Int) throws -> [LinearRow] {
+        var rows: [LinearRow] = []
+        for (input, output) in [(784, 256), (256, 128), (128, 10)] {
+            let layer = Linear(inputDimensions: input, outputDimensions: output)
+            let model = try Sequential([layer], inputShape: [input])
+            model.initialize(rng: RNG(seed: 1))
+            model.plan(batchSize: batch)
+            let x = FloatBuffer(count: batch * input), dy = FloatBuffer(count: batch * output), dx = FloatBuffer(count: batch * input)
+            var rng = RNG(seed: 2)
+            for i in 0..<x.count { x.pointer[i] = rng.uniform(-1, 1) }
+            for i in 0..<dy.count { dy.pointer[i] = rng.uniform(-1, 1) }
+            let y = FloatBuffer(count: batch * output)
+            let weight = model.parameters.values.pointer, weightGradient = model.parameters.gradients!.pointer
+            // Forward, weight gradient and input gradient: three GEMMs of 2·batch·in·out FLOPs each.
+            let flops = 3 * 2 * Double(batch * input * output)
+            let context = LayerContext(training: true)
+            let layerSeconds = time(trials: trials) {
+                layer.forward(input: x.pointer, output: y.pointer, batch: batch, context: context)
+                layer.backward(input: x.pointer, output: y.pointer, outputGradient: dy.pointer, inputGradient: dx.pointer, batch: batch)
+            }
+            let sgemmSeconds = time(trials: trials) {
+                BLAS.gemm(transposeB: true, m: batch, n: output, k: input, a: x.pointer, lda: input, b: weight, ldb: input,
+                          c: y.pointer, ldc: output)
+                BLAS.gemm(transposeA: true, m: output, n: input, k: batch, a: dy.pointer, lda: output, b: x.pointer, ldb: input,
+                          beta: 1, c: weightGradient, ldc: input)
+                BLAS.gemm(m: batch, n: input, k: output, a: dy.pointer, lda: output, b: weight, ldb: input, c: dx.pointer, ldc: input)
+            }
+            rows.append(LinearRow(shape: "\(batch)x\(input)->\(output)", flops: flops,
+                                  layerGFLOPs: flops / layerSeconds / 1e9, sgemmGFLOPs: flops / sgemmSeconds / 1e9))
+        }
+        return rows
+    }
+
+    /// Square sgemm rate in GFLOP/s at size n (the machine's reference rate).
+    public static func sgemmRate(size n: Int, trials: Int) -> Double {
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+        var rng = RNG(seed: 3)
+        for i in 0..<(n * n) { a.pointer[i] = rng.uniform(-1, 1); b.pointer[i] = rng.uniform(-1, 1) }
+        let seconds = time(trials: trials) {
+            BLAS.gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
+        }
+        return 2 * Double(n * n * n) / seconds / 1e9
+    }
+}

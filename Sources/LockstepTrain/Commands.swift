@@ -1,0 +1,72 @@
+import Foundation
+import LockstepComm
+import LockstepCore
+import LockstepData
+
+extension Session {
+    /// `lockstep train`: loads and checks the config, trains, writes metrics and prints a summary on rank 0.
+    public func train(configPath: String, overrides: [String], metricsPath: String?, printChecksum: Bool,
+                      dumpParameters: String?) throws {
+        let config = try TrainingConfig.load(file: configPath, overrides: overrides)
+        let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
+        let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
+        let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
+                                  log: { [weak self] in self?.say($0) })
+        let world = communicator.size
+        say("lockstep: \(configPath) on \(world) rank\(world == 1 ? "" : "s"): \(trainer.model.parameters.count) parameters, "
+            + "batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), \(trainSet.count) training samples, "
+            + "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s")")
+        let stepsPerEpoch = trainer.stepsPerEpoch
+        let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, stepsPerEpoch * config.epochs) : stepsPerEpoch * config.epochs
+        let progress = ProgressDisplay(totalSteps: totalSteps, samplesPerStep: trainer.globalBatch, enabled: isLeader)
+        let summary = try trainer.run(onEpoch: { epoch in
+            progress.clearLine()
+            let accuracy = epoch.testAccuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
+            self.say(String(format: "epoch %d step %d: train loss %.4f test loss %.4f%@ %.0f samples/s %.1f s",
+                            epoch.epoch, epoch.step, epoch.trainLoss, epoch.testLoss, accuracy, epoch.samplesPerSecond, epoch.seconds))
+            metrics?.write(epoch)
+        }, onStep: { step, _, loss in progress.step(step, loss: loss) })
+        progress.clearLine()
+        metrics?.write(summary, perRankBatch: trainer.perRankBatch, globalBatch: trainer.globalBatch)
+        let accuracy = summary.testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
+        say(String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",
+                   accuracy, summary.testLoss, summary.steps, summary.skippedSteps, summary.samplesPerSecond, summary.seconds))
+        if printChecksum {
+            print("rank \(communicator.rank) parameter checksum \(String(summary.parameterChecksum, radix: 16))")
+        }
+        if let dumpParameters, isLeader {
+            let data = Data(buffer: UnsafeBufferPointer(trainer.model.parameters.values.buffer))
+            guard FileManager.default.createFile(atPath: dumpParameters, contents: data) else {
+                throw ConfigError("--dump-parameters \(dumpParameters): cannot write the file")
+            }
+        }
+    }
+
+    /// `lockstep eval`: evaluates parameters from a raw float32 file (or the seeded initial model) on the test set.
+    public func evaluate(configPath: String, overrides: [String], parametersPath: String?) throws {
+        let config = try TrainingConfig.load(file: configPath, overrides: overrides)
+        let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
+        let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
+                                  log: { [weak self] in self?.say($0) })
+        if let parametersPath {
+            guard let data = FileManager.default.contents(atPath: parametersPath) else {
+                throw ConfigError("--parameters \(parametersPath): cannot read the file")
+            }
+            let values = trainer.model.parameters.values
+            guard data.count == values.count * 4 else {
+                throw ConfigError("--parameters \(parametersPath): has \(data.count / 4) floats but the model has \(values.count) parameters")
+            }
+            _ = data.withUnsafeBytes { UnsafeMutableRawBufferPointer(values.buffer).copyMemory(from: $0) }
+        }
+        let result = try trainer.evaluate()
+        let accuracy = result.accuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
+        say(String(format: "eval: test loss %.5f%@ on %d samples", result.loss, accuracy, testSet.count))
+    }
+
+    /// `lockstep selftest comm`: every collective and reducer mode checked against known values.
+    public func selfTest(_ what: String) throws {
+        guard what == "comm" else { throw ConfigError("selftest: unknown check '\(what)' (known: comm)") }
+        let summary = try runCommunicatorSelfTest(communicator)
+        print("rank \(communicator.rank): \(summary)")
+    }
+}

@@ -1,0 +1,59 @@
+import LockstepCore
+import LockstepData
+
+/// Loads the train and test sets a config names; features normalized with the training set's statistics.
+public enum DatasetLoader {
+    /// Both splits, subset as configured; errors name the file and what is wrong.
+    public static func load(_ data: TrainingConfig.Data, seed: UInt64) throws -> (train: Dataset, test: Dataset) {
+        var train: Dataset, test: Dataset
+        switch data.dataset {
+        case "fashion-mnist", "mnist":
+            train = try FashionMNIST.load(directory: data.path, split: .train)
+            test = try FashionMNIST.load(directory: data.path, split: .test)
+        case "cifar10":
+            train = try CIFAR10.load(directory: data.path, split: .train)
+            test = try CIFAR10.load(directory: data.path, split: .test)
+        case "csv":
+            guard !data.testPath.isEmpty else { throw ConfigError("key 'data.test_path': required for dataset 'csv'") }
+            let task: CSVTask = data.task == "regression" ? .regression : .classification
+            train = try CSVReader.load(path: data.path, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header, task: task)
+            test = try CSVReader.load(path: data.testPath, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header,
+                                      task: task, classCount: train.classCount)
+        default:
+            (train, test) = syntheticLinear(samples: data.syntheticSamples, features: data.syntheticFeatures,
+                                            noise: Float(data.syntheticNoise), seed: seed)
+        }
+        train = train.subset(first: data.trainSubset)
+        test = test.subset(first: data.testSubset)
+        if data.dataset != "linear-synthetic" {
+            // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
+            let statistics = train.channelStatistics()
+            train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
+            test.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
+        }
+        return (train, test)
+    }
+
+    /// The true weights and bias of the generated regression problem for `seed` (tests check training recovers them).
+    public static func syntheticTruth(features: Int, seed: UInt64) -> (weights: [Float], bias: Float) {
+        var rng = RNG(seed: seed).split(0x5EED)
+        let weights = (0..<features).map { _ in rng.uniform(-2, 2) }
+        return (weights, rng.uniform(-1, 1))
+    }
+
+    /// y = x·w* + b* + noise·N(0,1), x ~ N(0,1); the test split is 1/4 the size of the training split.
+    static func syntheticLinear(samples: Int, features: Int, noise: Float, seed: UInt64) -> (Dataset, Dataset) {
+        let truth = syntheticTruth(features: features, seed: seed)
+        func make(_ count: Int, stream: UInt64) -> Dataset {
+            var rng = RNG(seed: seed).split(stream)
+            var x = [Float](repeating: 0, count: count * features), y = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                var sum = truth.bias
+                for j in 0..<features { let v = rng.normal(); x[i * features + j] = v; sum += v * truth.weights[j] }
+                y[i] = sum + noise * rng.normal()
+            }
+            return Dataset(features: x, targets: y, sampleShape: [features], targetWidth: 1, classCount: nil)
+        }
+        return (make(samples, stream: 1), make(max(samples / 4, 1), stream: 2))
+    }
+}

@@ -1,0 +1,106 @@
+import XCTest
+@testable import LockstepTrain
+
+final class ConfigTests: XCTestCase {
+    let minimal = """
+    data: {dataset: linear-synthetic, samples: 256, features: 4}
+    model:
+      layers:
+        - {type: linear, out: 1}
+    loss: mse
+    optimizer: {type: sgd, lr: 0.1}
+    """
+
+    private func assertConfigError(_ yaml: String, overrides: [String] = [], contains fragments: [String],
+                                   file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: yaml, source: "test.yaml", overrides: overrides), file: file, line: line) { error in
+            let text = "\(error)"
+            for fragment in fragments { XCTAssertTrue(text.contains(fragment), "'\(text)' lacks '\(fragment)'", file: file, line: line) }
+        }
+    }
+
+    func testShippedConfigsParseAndBuild() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let expectedParameters = ["fashion-mlp.yaml": 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10,
+                                  "fashion-cnn.yaml": 32 * 25 + 32 + 64 * 32 * 25 + 64 + 3136 * 1024 + 1024 + 1024 * 10 + 10,
+                                  "fashion-logreg.yaml": 7850,
+                                  "linear-regression.yaml": 9]
+        for name in ["fashion-mlp.yaml", "fashion-cnn.yaml", "fashion-cnn-bn.yaml", "fashion-logreg.yaml", "linear-regression.yaml"] {
+            let config = try TrainingConfig.load(file: root.appendingPathComponent("configs/\(name)").path)
+            let inputShape = config.inputShape ?? (config.data.dataset == "linear-synthetic" ? [config.data.syntheticFeatures] : [1, 28, 28])
+            let model = try ModelBuilder.build(config.layers, inputShape: inputShape)
+            if let expected = expectedParameters[name] { XCTAssertEqual(model.parameters.count, expected, name) }
+            XCTAssertEqual(model.outputWidth, name == "linear-regression.yaml" ? 1 : 10, name)
+        }
+    }
+
+    func testDefaultsAndOverridesOnAnyKey() throws {
+        let config = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: [
+            "optimizer.lr=0.25", "training.batch_size=8", "distributed.overlap=thread", "model.layers.0.out=1",
+            "optimizer.momentum=0.9", "schedule.type=cosine", "seed=5"])
+        XCTAssertEqual(config.optimizer.learningRate, 0.25)
+        XCTAssertEqual(config.batchSize, 8)
+        XCTAssertEqual(config.distributed.overlap, "thread")
+        XCTAssertEqual(config.optimizer.momentum, 0.9)
+        XCTAssertEqual(config.schedule.type, "cosine")
+        XCTAssertEqual(config.seed, 5)
+        XCTAssertEqual(config.epochs, 1)
+        XCTAssertEqual(config.distributed.bucketMiB, 1)
+    }
+
+    func testConfigHashFollowsTheResolvedValuesNotTheText() throws {
+        let a = try TrainingConfig.parse(yaml: minimal, source: "t")
+        let b = try TrainingConfig.parse(yaml: minimal + "\n# a comment\n", source: "t")
+        let c = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["optimizer.lr=0.2"])
+        XCTAssertEqual(a.hash, b.hash)
+        XCTAssertNotEqual(a.hash, c.hash)
+    }
+
+    func testUnknownKeysAreRejectedWithTheirPath() {
+        assertConfigError(minimal + "\ntraining: {batch_sise: 4}", contains: ["test.yaml", "training.batch_sise", "unknown key"])
+        assertConfigError(minimal, overrides: ["optimizer.learning_rate=0.1"], contains: ["optimizer.learning_rate", "unknown key"])
+        assertConfigError(minimal + "\nfoo: 1", contains: ["'foo'", "unknown key"])
+        let typo = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: linear, out: 1, outs: 2}")
+        XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: typo, source: "t").layers, inputShape: [4])) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0].outs"), "\(error)")
+            XCTAssertTrue("\(error)".contains("unknown key"), "\(error)")
+        }
+    }
+
+    func testWrongTypesAndRangesAreRejected() {
+        assertConfigError(minimal, overrides: ["training.batch_size=abc"], contains: ["training.batch_size", "expected an integer"])
+        assertConfigError(minimal, overrides: ["training.batch_size=0"], contains: ["training.batch_size", "out of range"])
+        assertConfigError(minimal, overrides: ["optimizer.lr=-1"], contains: ["optimizer.lr", "out of range"])
+        assertConfigError(minimal, overrides: ["optimizer.type=lbfgs"], contains: ["optimizer.type", "lbfgs", "sgd"])
+        assertConfigError(minimal, overrides: ["distributed.deterministic=maybe"], contains: ["distributed.deterministic", "true or false"])
+        assertConfigError(minimal, overrides: ["optimizer.nesterov=true"], contains: ["optimizer.nesterov", "momentum"])
+        assertConfigError("model: [1, 2]", contains: ["model", "expected a mapping"])
+        assertConfigError("data: {dataset: linear-synthetic}\nmodel: {layers: []}\noptimizer: {lr: 0.1}", contains: ["model.layers", "at least one layer"])
+        assertConfigError(minimal.replacingOccurrences(of: "lr: 0.1", with: "momentum: 0.5"), contains: ["optimizer.lr", "missing"])
+        assertConfigError("data: [", contains: ["test.yaml", "not valid YAML"])
+        assertConfigError(minimal, overrides: ["novalue"], contains: ["--set", "key.path=value"])
+    }
+
+    func testImpossibleShapesAreRejectedBeforeTraining() throws {
+        let conv = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: conv2d, out: 4, kernel: 3}")
+        let config = try TrainingConfig.parse(yaml: conv, source: "t")
+        XCTAssertThrowsError(try ModelBuilder.build(config.layers, inputShape: [4])) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0]"), "\(error)")
+            XCTAssertTrue("\(error)".contains("[channels, height, width]"), "\(error)")
+        }
+        let big = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: conv2d, out: 4, kernel: 9}")
+        XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: big, source: "t").layers, inputShape: [1, 5, 5])) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0]"), "\(error)")
+        }
+        let unknown = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: lstm, out: 1}")
+        XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: unknown, source: "t").layers, inputShape: [4])) { error in
+            XCTAssertTrue("\(error)".contains("unknown layer 'lstm'"), "\(error)")
+        }
+    }
+
+    func testMissingConfigFileNamesThePath() {
+        XCTAssertThrowsError(try TrainingConfig.load(file: "/nonexistent/x.yaml")) { error in
+            XCTAssertTrue("\(error)".contains("/nonexistent/x.yaml"))
+        }
+    }
+}

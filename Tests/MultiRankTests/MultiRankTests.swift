@@ -1,0 +1,140 @@
+import Foundation
+import XCTest
+
+/// Starts the real binary under `mpirun -np 2` and `-np 4 --oversubscribe` and checks what the ranks compute.
+final class MultiRankTests: XCTestCase {
+    /// A small, fast slice of Fashion-MNIST: 60 optimizer steps, checks every 10.
+    private func subset(steps: Int = 60) -> [String] {
+        ["--set", "data.train_subset=8192", "--set", "data.test_subset=1000", "--set", "training.epochs=10",
+         "--set", "training.max_steps=\(steps)", "--set", "distributed.check_every=10"]
+    }
+
+    /// W ranks × per-rank batch b end with the parameters of 1 rank × batch W·b.
+    private func assertEquivalent(config: String, ranks: Int, batch: Int, extra: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
+        let single = MPIRun.temporaryPath("single.f32"), parallel = MPIRun.temporaryPath("parallel.f32")
+        defer { try? FileManager.default.removeItem(atPath: single); try? FileManager.default.removeItem(atPath: parallel) }
+        let base = ["train", "--config", MPIRun.config(config)] + subset() + extra
+        let one = try MPIRun.run(ranks: 0, base + ["--set", "training.batch_size=\(ranks * batch)", "--dump-parameters", single])
+        XCTAssertEqual(one.status, 0, "1 rank failed: \(one.stderr)", file: file, line: line)
+        let many = try MPIRun.run(ranks: ranks, base + ["--set", "training.batch_size=\(batch)", "--dump-parameters", parallel, "--print-checksum"])
+        XCTAssertEqual(many.status, 0, "\(ranks) ranks failed: \(many.stderr)", file: file, line: line)
+        let a = try MPIRun.floats(parallel), b = try MPIRun.floats(single)
+        XCTAssertEqual(a.count, b.count, file: file, line: line)
+        let difference = MPIRun.relativeDifference(a, b)
+        XCTAssertLessThanOrEqual(difference, 1e-4, "\(config) \(ranks)×\(batch) vs 1×\(ranks * batch): relative difference \(difference)", file: file, line: line)
+        let initial = try initialParameters(config: config, extra: extra)
+        XCTAssertGreaterThan(MPIRun.relativeDifference(a, initial), 1e-3,
+                             "training must have moved the parameters", file: file, line: line)
+        // Every rank ends with bit-identical parameters.
+        let checksums = Set(many.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }.map { $0.split(separator: " ").last! })
+        XCTAssertEqual(checksums.count, 1, "ranks disagree: \(many.stdout)", file: file, line: line)
+        XCTAssertEqual(many.stdout.components(separatedBy: "parameter checksum").count - 1, ranks, file: file, line: line)
+    }
+
+    private func initialParameters(config: String, extra: [String]) throws -> [Float] {
+        let path = MPIRun.temporaryPath("initial.f32")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try MPIRun.run(ranks: 0, ["train", "--config", MPIRun.config(config)] + subset(steps: 0) + extra
+                                    + ["--set", "training.max_steps=1", "--set", "optimizer.lr=1e-12", "--dump-parameters", path])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        return try MPIRun.floats(path)
+    }
+
+    func testMLPWithSGDMomentumOnTwoRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32)
+    }
+
+    func testMLPWithAdamOnTwoRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32,
+                             extra: ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.001", "--set", "optimizer.momentum=0"])
+    }
+
+    func testMLPOnFourOversubscribedRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 4, batch: 16)
+    }
+
+    func testCNNWithSGDMomentumOnTwoRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-cnn.yaml", ranks: 2, batch: 16)
+    }
+
+    func testCNNWithAdamOnTwoRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-cnn.yaml", ranks: 2, batch: 16,
+                             extra: ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.0005", "--set", "optimizer.momentum=0"])
+    }
+
+    func testBlockingAndThreadOverlapModesMatchOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32, extra: ["--set", "distributed.overlap=blocking"])
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32,
+                             extra: ["--set", "distributed.overlap=thread", "--set", "distributed.bucket_mb=0.25"])
+    }
+
+    /// Deterministic mode: W ranks × b is bit-identical to 1 rank accumulating W micro-batches of b.
+    func testDeterministicModeIsBitIdenticalToAccumulation() throws {
+        for ranks in [2, 4] {
+            let single = MPIRun.temporaryPath("single.f32"), parallel = MPIRun.temporaryPath("parallel.f32")
+            defer { try? FileManager.default.removeItem(atPath: single); try? FileManager.default.removeItem(atPath: parallel) }
+            let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "distributed.deterministic=true",
+                        "--set", "training.batch_size=16"] + subset(steps: 50)
+            let one = try MPIRun.run(ranks: 0, base + ["--set", "training.accumulation_steps=\(ranks)", "--dump-parameters", single])
+            XCTAssertEqual(one.status, 0, one.stderr)
+            let many = try MPIRun.run(ranks: ranks, base + ["--dump-parameters", parallel])
+            XCTAssertEqual(many.status, 0, many.stderr)
+            let a = try Data(contentsOf: URL(fileURLWithPath: single)), b = try Data(contentsOf: URL(fileURLWithPath: parallel))
+            XCTAssertFalse(a.isEmpty)
+            let relative = MPIRun.relativeDifference(try MPIRun.floats(parallel), try MPIRun.floats(single))
+            XCTAssertTrue(a == b, "\(ranks) ranks deterministic: parameters differ from 1 rank × \(ranks) micro-batches (relative \(relative))")
+        }
+    }
+
+    /// A NaN gradient on one rank makes every rank skip that step; it is reported once and training continues.
+    func testNaNOnOneRankSkipsTheStepEverywhere() throws {
+        let metrics = MPIRun.temporaryPath("metrics.jsonl")
+        defer { try? FileManager.default.removeItem(atPath: metrics) }
+        let result = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--print-checksum",
+                                               "--metrics", metrics, "--set", "debug.nan_step=7", "--set", "debug.nan_rank=1"] + subset(steps: 30))
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.stdout.components(separatedBy: "step 7: non-finite").count - 1, 1, result.stdout)
+        let summary = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(summary.contains("\"skipped_steps\":1"), summary)
+        XCTAssertTrue(summary.contains("\"steps\":30"), summary)
+        let checksums = Set(result.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }.map { $0.split(separator: " ").last! })
+        XCTAssertEqual(checksums.count, 1, "parameters must stay identical and finite: \(result.stdout)")
+        XCTAssertTrue(result.stdout.contains("test accuracy"), result.stdout)
+    }
+
+    /// Ranks started with different configs stop fast with both named, not a hang.
+    func testConfigMismatchFailsFast() throws {
+        let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml")] + subset(steps: 5)
+        let result = try MPIRun.runPerRank([base, base + ["--set", "optimizer.lr=0.2"]], timeout: 60)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("rank 1 and rank 0 disagree on the config hash"), result.stderr)
+        XCTAssertLessThan(result.seconds, 30)
+    }
+
+    func testCommunicatorSelfTestOnTwoAndFourRanks() throws {
+        for ranks in [2, 4] {
+            let result = try MPIRun.run(ranks: ranks, ["selftest", "comm"], timeout: 120)
+            XCTAssertEqual(result.status, 0, "\(ranks) ranks: \(result.stderr)\n\(result.stdout)")
+            XCTAssertEqual(result.stdout.split(separator: "\n").filter { $0.hasPrefix("rank ") }.count, ranks, result.stdout)
+        }
+    }
+
+    /// Two ranks reach the accuracy of one rank with the same global batch on a short run (the full-run
+    /// comparison is in BENCHMARKS.md).
+    func testTwoRanksReachOneRankAccuracy() throws {
+        func accuracy(_ ranks: Int, batch: Int) throws -> Double {
+            let metrics = MPIRun.temporaryPath("metrics.jsonl")
+            defer { try? FileManager.default.removeItem(atPath: metrics) }
+            let args = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--metrics", metrics,
+                        "--set", "data.train_subset=12000", "--set", "training.epochs=2", "--set", "training.batch_size=\(batch)"]
+            let result = try MPIRun.run(ranks: ranks, args)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let summary = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n").last ?? ""
+            let value = summary.split(separator: ",").first { $0.contains("\"test_accuracy\"") }?.split(separator: ":").last
+            return Double(value ?? "") ?? -1
+        }
+        let one = try accuracy(0, batch: 64), two = try accuracy(2, batch: 32)
+        XCTAssertGreaterThan(one, 0.8)
+        XCTAssertEqual(two, one, accuracy: 0.005)
+    }
+}
