@@ -25,7 +25,8 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "LockstepComm", dependencies: ["CMPIShim", "LockstepCore"]),
         .target(name: "LockstepData", dependencies: ["LockstepCore", "CZlib"]),
-        .target(name: "LockstepTrain", dependencies: ["LockstepNN", "LockstepComm", "LockstepData",
+        .target(name: "LockstepCheckpoint", dependencies: ["LockstepCore"]),
+        .target(name: "LockstepTrain", dependencies: ["LockstepNN", "LockstepComm", "LockstepData", "LockstepCheckpoint",
                                                        .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "lockstep", dependencies: ["LockstepTrain",
                                                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -34,6 +35,7 @@ let package = Package(
         .testTarget(name: "LockstepNNTests", dependencies: ["LockstepNN"]),
         .testTarget(name: "LockstepCommTests", dependencies: ["LockstepComm"]),
         .testTarget(name: "LockstepDataTests", dependencies: ["LockstepData"]),
+        .testTarget(name: "LockstepCheckpointTests", dependencies: ["LockstepCheckpoint"]),
         .testTarget(name: "LockstepTrainTests", dependencies: ["LockstepTrain"]),
     ]
 )
