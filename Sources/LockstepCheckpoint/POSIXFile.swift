@@ -139,8 +139,11 @@ enum POSIX {
         if isDirectory(path) { return }
         let parent = parentDirectory(of: path)
         if parent != path && !parent.isEmpty { try makeDirectories(parent) }
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw CheckpointError(file: path, systemErrorText("create checkpoint directory", errno))
+        if mkdir(path, 0o755) != 0 {
+            if errno != EEXIST { throw CheckpointError(file: path, systemErrorText("create checkpoint directory", errno)) }
+        } else {
+            // Persist the new directory's own entry too; best effort, the checkpoint fsyncs come later.
+            try? syncDirectory(parent)
         }
         guard isDirectory(path) else { throw CheckpointError(file: path, "exists but is not a directory") }
     }

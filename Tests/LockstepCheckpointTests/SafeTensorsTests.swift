@@ -249,6 +249,15 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertTrue(reason("[1,2]", dataCount: 0).contains("does not start with '{'"))
     }
 
+    func testMetadataOnlyFileRoundTrips() throws {
+        let bytes = try SafeTensors.encode([], metadata: ["note": "no tensors"])
+        let file = try SafeTensors.decode(bytes, file: "empty")
+        XCTAssertEqual(file.tensors, [])
+        XCTAssertEqual(file.dataByteCount, 0)
+        XCTAssertEqual(file.metadata["note"], "no tensors")
+        guard case .verified = file.checksumStatus else { return XCTFail("checksum \(file.checksumStatus)") }
+    }
+
     func testWriterRejectsInconsistentInput() throws {
         let path = directory + "/bad.safetensors"
         let countError = expectError { try SafeTensors.write([TensorSource(name: "a", shape: [2, 3], floats: [1, 2])], metadata: [:], to: path) }
