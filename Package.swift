@@ -37,5 +37,7 @@ let package = Package(
         .testTarget(name: "LockstepDataTests", dependencies: ["LockstepData"]),
         .testTarget(name: "LockstepCheckpointTests", dependencies: ["LockstepCheckpoint"]),
         .testTarget(name: "LockstepTrainTests", dependencies: ["LockstepTrain"]),
+        // Starts the built release binary under mpirun; needs `swift build -c release` first.
+        .testTarget(name: "MultiRankTests"),
     ]
 )

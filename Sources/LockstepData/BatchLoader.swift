@@ -42,7 +42,14 @@ public final class BatchLoader {
     /// Begins delivering `rank`'s batches of `plan` from `firstStep` to the end of the epoch; cancels any epoch in flight.
     public func start(plan: EpochPlan, firstStep: Int = 0, rank: Int) {
         precondition((0..<plan.worldSize).contains(rank), "rank \(rank) outside 0..<\(plan.worldSize)")
-        shared.start(plan: plan, firstStep: firstStep, rank: rank)
+        shared.start(plan: plan, firstStep: firstStep, basePosition: 0, rank: rank)
+    }
+
+    /// Begins delivering `rank`'s batches from global `position` of `plan` (a resume cursor that need not fall on a
+    /// step boundary of this world size); steps are then numbered from 0 at that position.
+    public func start(plan: EpochPlan, fromPosition position: Int, rank: Int) {
+        precondition((0..<plan.worldSize).contains(rank), "rank \(rank) outside 0..<\(plan.worldSize)")
+        shared.start(plan: plan, firstStep: 0, basePosition: position, rank: rank)
     }
 
     /// The next step's batch, waiting for the worker if needed; nil after the epoch's last step (or before `start`).
@@ -65,6 +72,7 @@ private final class Shared: @unchecked Sendable {
     var plan: EpochPlan?
     var rank = 0
     var firstStep = 0
+    var basePosition = 0
     var endStep = 0
     var nextStepToFill = 0
     var nextStepToDeliver = 0
@@ -91,13 +99,14 @@ private final class Shared: @unchecked Sendable {
         // A slot still being filled stays busy until the worker notices the new generation.
     }
 
-    func start(plan: EpochPlan, firstStep: Int, rank: Int) {
+    func start(plan: EpochPlan, firstStep: Int, basePosition: Int, rank: Int) {
         condition.lock()
         resetLocked()
         self.plan = plan
         self.rank = rank
         self.firstStep = max(firstStep, 0)
-        endStep = plan.stepsPerEpoch(perRankBatch: perRankBatch)
+        self.basePosition = basePosition
+        endStep = plan.stepsRemaining(fromPosition: basePosition, perRankBatch: perRankBatch)
         nextStepToFill = self.firstStep
         nextStepToDeliver = self.firstStep
         condition.broadcast()
@@ -148,12 +157,12 @@ private final class Shared: @unchecked Sendable {
     func workerLoop() {
         condition.lock()
         while true {
-            var work: (plan: EpochPlan, step: Int, slot: Int, generation: Int, rank: Int)?
+            var work: (plan: EpochPlan, step: Int, slot: Int, generation: Int, rank: Int, base: Int)?
             while !shuttingDown {
                 if let plan, nextStepToFill < endStep {
                     let index = slot(for: nextStepToFill)
                     if readyStep[index] == nil && !heldByConsumer[index] && fillingSlot == nil {
-                        work = (plan, nextStepToFill, index, generation, rank)
+                        work = (plan, nextStepToFill, index, generation, rank, basePosition)
                         break
                     }
                 }
@@ -163,7 +172,8 @@ private final class Shared: @unchecked Sendable {
             fillingSlot = job.slot
             condition.unlock()
 
-            let positions = job.plan.indices(step: job.step, perRankBatch: perRankBatch, rank: job.rank)
+            let position = job.base + job.step * job.plan.globalBatch(perRankBatch: perRankBatch)
+            let positions = job.plan.indices(position: position, perRankBatch: perRankBatch, rank: job.rank)
             dataset.gather(job.plan.permutation[positions], features: featureSlots[job.slot].pointer,
                            targets: targetSlots[job.slot].pointer)
 

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCheckpoint
 import LockstepComm
 import LockstepCore
 import LockstepData
@@ -6,12 +7,15 @@ import LockstepData
 extension Session {
     /// `lockstep train`: loads and checks the config, trains, writes metrics and prints a summary on rank 0.
     public func train(configPath: String, overrides: [String], metricsPath: String?, printChecksum: Bool,
-                      dumpParameters: String?) throws {
+                      dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
         let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
+        let checkpoints = CheckpointSettings(directory: checkpointDirectory, resume: resume,
+                                             everySteps: config.checkpoint.everySteps, everyEpoch: config.checkpoint.everyEpoch,
+                                             keep: config.checkpoint.keep)
         let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
-                                  log: { [weak self] in self?.say($0) })
+                                  checkpoints: checkpoints, log: { [weak self] in self?.say($0) })
         let world = communicator.size
         say("lockstep: \(configPath) on \(world) rank\(world == 1 ? "" : "s"): \(trainer.model.parameters.count) parameters, "
             + "batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), \(trainSet.count) training samples, "
@@ -43,11 +47,11 @@ extension Session {
     }
 
     /// `lockstep eval`: evaluates parameters from a raw float32 file (or the seeded initial model) on the test set.
-    public func evaluate(configPath: String, overrides: [String], parametersPath: String?) throws {
+    public func evaluate(configPath: String, overrides: [String], parametersPath: String?, checkpointPath: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
         let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
-                                  log: { [weak self] in self?.say($0) })
+                                  checkpoints: CheckpointSettings(resume: checkpointPath), log: { [weak self] in self?.say($0) })
         if let parametersPath {
             guard let data = FileManager.default.contents(atPath: parametersPath) else {
                 throw ConfigError("--parameters \(parametersPath): cannot read the file")
@@ -61,6 +65,18 @@ extension Session {
         let result = try trainer.evaluate()
         let accuracy = result.accuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
         say(String(format: "eval: test loss %.5f%@ on %d samples", result.loss, accuracy, testSet.count))
+    }
+
+    /// `lockstep checkpoint inspect PATH`: prints the report; returns whether the checkpoint verifies.
+    public static func inspectCheckpoint(_ path: String) -> Bool {
+        var file = path
+        if let store = try? CheckpointStore(directory: path, keep: 1), (try? store.listCheckpoints())?.isEmpty == false,
+           let newest = try? store.listCheckpoints().first {
+            file = newest.path
+        }
+        let inspection = CheckpointInspector.inspect(path: file)
+        print(inspection.text)
+        return inspection.isValid
     }
 
     /// `lockstep selftest comm`: every collective and reducer mode checked against known values.

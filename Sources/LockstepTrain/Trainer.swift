@@ -39,11 +39,18 @@ public final class Trainer {
     public let trainSet: Dataset
     public let testSet: Dataset
     /// Optimizer steps completed.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     /// Steps skipped because gradients or loss were non-finite on some rank.
-    public private(set) var skippedSteps = 0
+    public internal(set) var skippedSteps = 0
     /// When set, every step's phases are timed into it (benchmarks).
     public var timings: StepTimings?
+    /// Epoch being trained (0-based).
+    public internal(set) var epoch = 0
+    /// Global sample position within the epoch's permutation where the next step starts (the resume cursor).
+    public internal(set) var epochPosition = 0
+    /// Checkpointing for this run.
+    public let checkpoints: CheckpointSettings
+    var lastSavedStep = -1
 
     private let schedule: LearningRateSchedule
     private let reducer: GradientReducer
@@ -54,7 +61,7 @@ public final class Trainer {
     private let evalTargets: FloatBuffer
     /// Optimizer steps per epoch.
     public let stepsPerEpoch: Int
-    private let log: (String) -> Void
+    let log: (String) -> Void
 
     /// Per-rank batch, global batch (samples per optimizer step over all ranks).
     public var perRankBatch: Int { config.batchSize }
@@ -62,8 +69,9 @@ public final class Trainer {
 
     /// Builds model, optimizer and data for this rank, checks every rank agrees, and makes replicas identical.
     public init(config: TrainingConfig, communicator: Communicator, trainSet: Dataset, testSet: Dataset,
-                log: @escaping (String) -> Void = { print($0) }) throws {
+                checkpoints: CheckpointSettings = CheckpointSettings(), log: @escaping (String) -> Void = { print($0) }) throws {
         self.config = config
+        self.checkpoints = checkpoints
         self.communicator = communicator
         self.trainSet = trainSet
         self.testSet = testSet
@@ -107,8 +115,19 @@ public final class Trainer {
 
         try checkRanksAgree()
         model.initialize(rng: RNG(seed: config.seed).split(1))
+        try prepareCheckpoints()
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.values.buffer), root: 0)
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.state.values.buffer), root: 0)
+        for (_, buffer) in optimizer.stateBuffers {
+            try communicator.broadcast(UnsafeMutableRawBufferPointer(buffer.buffer), root: 0)
+        }
+    }
+
+    /// Where each rank writes its flight record when the watchdog fires.
+    var flightRecorderDirectory: String {
+        if let directory = checkpoints.directory { return directory + "/flight-recorder" }
+        let job = ProcessInfo.processInfo.environment["PMIX_NAMESPACE"] ?? ProcessInfo.processInfo.environment["OMPI_MCA_orte_ess_jobid"] ?? "\(getppid())"
+        return NSTemporaryDirectory() + "lockstep-flight-" + job.replacingOccurrences(of: "/", with: "_")
     }
 
     // MARK: start-up
@@ -184,8 +203,6 @@ public final class Trainer {
         let b = config.batchSize
         let k = config.accumulationSteps
         let width = model.outputWidth
-        let featureWidth = trainSet.featureWidth
-        let targetWidth = trainSet.targetWidth
         let gradients = model.parameters.gradients!
         let parameterCount = model.parameters.count
         var trainSeconds = 0.0
@@ -193,20 +210,29 @@ public final class Trainer {
         var lastMetrics: EpochMetrics?
         let start = Date()
         var control = [Int64](repeating: 0, count: 9)
+        let watchdog = config.distributed.timeoutSeconds > 0 && world > 1
+            ? Watchdog(timeout: config.distributed.timeoutSeconds, communicator: communicator, directory: flightRecorderDirectory)
+            : nil
+        defer { watchdog?.stop() }
+        var stopping = false
 
-        epochs: for epoch in 0..<config.epochs {
+        epochs: while epoch < config.epochs && !stopping {
             let plan = Trainer.epochPlan(config, samples: trainSet.count, worldSize: world, epoch: epoch)
-            let microSteps = plan.stepsPerEpoch(perRankBatch: b)
-            loader.start(plan: plan, firstStep: 0, rank: rank)
+            let window = plan.globalBatch(perRankBatch: b)
+            let microSteps = plan.stepsRemaining(fromPosition: epochPosition, perRankBatch: b)
+            let optimizerSteps = (microSteps + k - 1) / k
+            loader.start(plan: plan, fromPosition: epochPosition, rank: rank)
             defer { loader.stop() }
             var epochLoss = 0.0, epochSamples = 0
             let epochStart = Date()
-            for stepInEpoch in 0..<stepsPerEpoch {
+            for stepInEpoch in 0..<optimizerSteps {
                 if config.maxSteps > 0 && step >= config.maxSteps { break epochs }
-                let firstMicro = stepInEpoch * k
-                let micros = min(k, microSteps - firstMicro)
+                watchdog?.beat(step: step)
+                let micros = min(k, microSteps - stepInEpoch * k)
+                let cursor = Int64(epoch) << 40 | Int64(epochPosition)
                 let stepRNG = RNG(seed: config.seed).split(2).split(UInt64(step))
                 let injectNaN = config.debug.nanStep == step && config.debug.nanRank == rank
+                if config.debug.hangStep == step && config.debug.hangRank == rank { Thread.sleep(forTimeInterval: 3600) }
                 var lossSum = 0.0, localSamples = 0
                 var reduceError: Error?
                 timings?.begin()
@@ -214,9 +240,10 @@ public final class Trainer {
                 if config.distributed.deterministic { accumulator.zero() }
                 for micro in 0..<micros {
                     guard let batch = loader.next() else {
-                        throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) micro-step \(firstMicro + micro)")
+                        throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) position \(epochPosition)")
                     }
                     let n = batch.sampleCount
+                    epochPosition = min(epochPosition + window, plan.count)
                     timings?.lap(.data)
                     // Dropout keys by global micro-batch position, so W ranks × b and 1 rank × W micro-batches match.
                     let context = LayerContext(training: true, rng: stepRNG.split(UInt64(micro * world + rank)))
@@ -248,13 +275,12 @@ public final class Trainer {
                     for layer in stride(from: model.layers.count - 1, through: 0, by: -1) { try reducer.layerReady(layer) }
                 }
                 try reducer.finish()
-                timings?.lap(.allreduceWait)
                 if config.distributed.deterministic && micros > 1 { Kernels.scale(gradients.pointer, by: 1 / Float(micros), count: parameterCount) }
+                timings?.lap(.allreduceWait)
 
                 // One control vector per step: every rank takes the same decision from the same reduced values.
                 let lossFinite = lossSum.isFinite
                 let gradientsFinite = Kernels.allFinite(gradients.pointer, count: parameterCount)
-                let cursor = Int64(epoch) << 40 | Int64(firstMicro)
                 control[0] = 1; control[1] = -1
                 control[2] = lossFinite ? 0 : Int64(rank + 1)
                 control[3] = gradientsFinite ? 0 : 1
@@ -290,25 +316,37 @@ public final class Trainer {
                 if config.distributed.checkEvery > 0 && step % config.distributed.checkEvery == 0 { try checkParametersAgree() }
                 onStep(step, stepInEpoch + 1, Float(lossSum / Double(max(localSamples, 1))))
                 if control[4] != 0 {
-                    if rank == 0 { log("stop requested on a rank: stopping every rank at step \(step)") }
-                    break epochs
+                    if rank == 0 { log("stop requested: every rank stops at step \(step)") }
+                    stopping = true
+                    break
+                }
+                if checkpoints.enabled && checkpoints.everySteps > 0 && step % checkpoints.everySteps == 0 {
+                    watchdog?.beat(step: step)
+                    try saveCheckpoint()
                 }
             }
             let seconds = Date().timeIntervalSince(epochStart)
             trainSeconds += seconds
+            watchdog?.beat(step: step)
             var sums = [epochLoss, Double(epochSamples)]
             try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
             trainedSamples += Int(sums[1])
+            if stopping { break }
             let evaluation = try evaluate()
             let metrics = EpochMetrics(epoch: epoch + 1, step: step, trainLoss: sums[0] / max(sums[1], 1),
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
                                        samplesPerSecond: sums[1] / max(seconds, 1e-9), seconds: seconds)
             lastMetrics = metrics
             onEpoch(metrics)
+            epoch += 1
+            epochPosition = 0
+            if checkpoints.enabled && checkpoints.everyEpoch { watchdog?.beat(step: step); try saveCheckpoint() }
         }
+        watchdog?.beat(step: step)
         try checkParametersAgree()
+        if checkpoints.enabled && lastSavedStep != step { try saveCheckpoint() }
         let evaluation: (loss: Double, accuracy: Double?)
-        if let lastMetrics { evaluation = (lastMetrics.testLoss, lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
+        if let lastMetrics, !stopping { evaluation = (lastMetrics.testLoss, lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
         return RunSummary(testAccuracy: evaluation.accuracy, testLoss: evaluation.loss, trainLoss: lastMetrics?.trainLoss ?? .nan,
                           samplesPerSecond: Double(trainedSamples) / max(trainSeconds, 1e-9), steps: step,
                           skippedSteps: skippedSteps, worldSize: world, seconds: Date().timeIntervalSince(start),

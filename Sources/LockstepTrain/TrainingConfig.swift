@@ -98,6 +98,9 @@ public struct TrainingConfig: Sendable {
         public var nanRank: Int
         /// Sleep this many milliseconds per step (lets tests kill a rank mid-run).
         public var stepDelayMilliseconds: Int
+        /// Rank `hangRank` stops responding at step `hangStep` (-1 = never): exercises the watchdog.
+        public var hangStep: Int
+        public var hangRank: Int
     }
 
     public var seed: UInt64
@@ -247,7 +250,9 @@ public struct TrainingConfig: Sendable {
         let g = try root.child("debug")
         debug = DebugConfig(nanStep: try g.int("nan_step", default: -1, range: -1...Int.max),
                             nanRank: try g.int("nan_rank", default: 0, range: 0...Int.max),
-                            stepDelayMilliseconds: try g.int("step_delay_ms", default: 0, range: 0...60_000))
+                            stepDelayMilliseconds: try g.int("step_delay_ms", default: 0, range: 0...60_000),
+                            hangStep: try g.int("hang_step", default: -1, range: -1...Int.max),
+                            hangRank: try g.int("hang_rank", default: 0, range: 0...Int.max))
         try g.rejectUnknownKeys()
 
         try root.rejectUnknownKeys()

@@ -7,7 +7,7 @@ import LockstepTrain
 struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
-        subcommands: [Train.self, Evaluate.self, SelfTest.self])
+        subcommands: [Train.self, Evaluate.self, CheckpointCommand.self, SelfTest.self])
 }
 
 struct Train: ParsableCommand {
@@ -28,10 +28,16 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Write the final parameters of rank 0 as raw little-endian float32 to this file.")
     var dumpParameters: String?
 
+    @Option(name: .long, help: "Directory for atomic checkpoints (rank 0 writes; see the config's checkpoint: section).")
+    var checkpointDir: String?
+
+    @Option(name: .long, help: "Resume from 'auto' (newest valid checkpoint in --checkpoint-dir), a checkpoint file or a directory.")
+    var resume: String?
+
     func run() throws {
         try Session.run { session in
-            try session.train(configPath: config, overrides: overrides, metricsPath: metrics,
-                              printChecksum: printChecksum, dumpParameters: dumpParameters)
+            try session.train(configPath: config, overrides: overrides, metricsPath: metrics, printChecksum: printChecksum,
+                              dumpParameters: dumpParameters, checkpointDirectory: checkpointDir, resume: resume)
         }
     }
 }
@@ -48,8 +54,30 @@ struct Evaluate: ParsableCommand {
     @Option(name: .long, help: "Raw float32 parameter file written by train --dump-parameters.")
     var parameters: String?
 
+    @Option(name: .long, help: "A Lockstep checkpoint (.safetensors) to evaluate.")
+    var checkpoint: String?
+
     func run() throws {
-        try Session.run { session in try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters) }
+        try Session.run { session in
+            try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters, checkpointPath: checkpoint)
+        }
+    }
+}
+
+struct CheckpointCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "checkpoint", abstract: "Work with checkpoints.",
+                                                    subcommands: [Inspect.self])
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a checkpoint's step, config, tensors and checksum verdict.")
+
+        @Argument(help: "Checkpoint file (.safetensors) or checkpoint directory (its newest).")
+        var path: String
+
+        func run() throws {
+            let valid = Session.inspectCheckpoint(path)
+            if !valid { throw ExitCode(2) }
+        }
     }
 }
 

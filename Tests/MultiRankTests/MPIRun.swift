@@ -90,6 +90,16 @@ enum MPIRun {
         return result
     }
 
+    /// PIDs of running `lockstep` ranks whose command line contains `marker` (e.g. their checkpoint directory).
+    static func rankPIDs(matching marker: String) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return words.first.map { $0.hasSuffix("/lockstep") } == true && words.contains(marker)
+        }.sorted()
+    }
+
     /// Reads a raw float32 file written by `--dump-parameters`.
     static func floats(_ path: String) throws -> [Float] {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))

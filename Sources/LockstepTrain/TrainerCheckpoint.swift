@@ -1,0 +1,145 @@
+import Foundation
+import LockstepCheckpoint
+import LockstepComm
+import LockstepCore
+import LockstepNN
+
+/// Where and how a run saves and resumes; from the CLI (`--checkpoint-dir`, `--resume`) and the config's `checkpoint:`.
+public struct CheckpointSettings: Sendable {
+    /// Directory for `step-*.safetensors` and `latest`; nil disables checkpointing.
+    public var directory: String?
+    /// `auto`, a checkpoint file or directory, or nil for a fresh start.
+    public var resume: String?
+    /// Save every N optimizer steps (0 = off).
+    public var everySteps: Int
+    /// Save after every epoch's evaluation.
+    public var everyEpoch: Bool
+    /// Keep the newest K checkpoints.
+    public var keep: Int
+
+    /// Creates settings; the default is no checkpointing.
+    public init(directory: String? = nil, resume: String? = nil, everySteps: Int = 0, everyEpoch: Bool = true, keep: Int = 3) {
+        self.directory = directory; self.resume = resume; self.everySteps = everySteps; self.everyEpoch = everyEpoch; self.keep = keep
+    }
+
+    /// Whether checkpoints are written.
+    public var enabled: Bool { directory != nil }
+}
+
+extension Trainer {
+    /// The model layout as text: names and shapes of every tensor, in order.
+    var layoutDescription: String {
+        (model.parameters.slots + model.state.slots).map { "\($0.name)\($0.shape)" }.joined(separator: ";")
+    }
+
+    /// Rank 0 checks the directory is writable and loads the resume checkpoint; every rank learns the outcome
+    /// together (so a bad checkpoint stops all ranks with rank 0's message, before any work).
+    func prepareCheckpoints() throws {
+        var failure: String?
+        var position: [Int64] = [0, 0, 0, 0, 0]  // step, epoch, epoch position, optimizer steps, skipped
+        if communicator.rank == 0 {
+            do {
+                if let directory = checkpoints.directory {
+                    try CheckpointStore(directory: directory, keep: checkpoints.keep).checkWritable()
+                }
+                if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
+                    let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
+                    let search = try store.resolve(resume: resume)
+                    for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
+                    if let file = search.file, let path = search.path {
+                        position = try restore(from: file)
+                        log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
+                    } else {
+                        log("resume: no checkpoint in \(directory); starting fresh")
+                    }
+                } else if checkpoints.resume == "auto" {
+                    throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
+                }
+            } catch {
+                failure = "\(error)"
+            }
+        }
+        var flag: Int64 = failure == nil ? 0 : 1
+        flag = try communicator.allreduce(flag, operation: .max)
+        if flag != 0 {
+            throw CollectiveError(failure ?? "rank 0 could not prepare checkpoints (its message is above)")
+        }
+        try position.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
+        step = Int(position[0]); epoch = Int(position[1]); epochPosition = Int(position[2])
+        optimizer.stepCount = Int(position[3]); skippedSteps = Int(position[4])
+        lastSavedStep = checkpoints.resume != nil && step > 0 ? step : -1
+    }
+
+    /// Copies a checkpoint into the model and optimizer (rank 0; the caller broadcasts); returns the position.
+    private func restore(from file: SafeTensorsFile) throws -> [Int64] {
+        guard case .verified = file.checksumStatus else {
+            throw CheckpointError(file: file.path, "has no valid lockstep.checksum; refusing to resume from it")
+        }
+        if let layout = file.metadata[CheckpointMetadataKey.modelLayout], layout != layoutDescription {
+            throw CheckpointError(file: file.path, "was written for a different model layout (\(layout.prefix(120))…); this config builds \(layoutDescription.prefix(120))…")
+        }
+        try file.restore(into: model.parameters)
+        try file.restore(into: model.state)
+        for (name, buffer) in optimizer.stateBuffers {
+            for slot in model.parameters.slots {
+                try file.restore("optimizer.\(slot.name).\(name)", into: buffer.pointer + slot.offset, shape: slot.shape)
+            }
+        }
+        func number(_ key: String) throws -> Int64 {
+            guard let text = file.metadata[key], let value = Int64(text) else {
+                throw CheckpointError(file: file.path, "metadata \"\(key)\" is missing or not an integer")
+            }
+            return value
+        }
+        if let saved = file.metadata["optimizer"], saved != optimizer.kind {
+            throw CheckpointError(file: file.path, "holds \(saved) optimizer state but the config uses \(optimizer.kind)")
+        }
+        if let text = file.metadata[CheckpointMetadataKey.config], text != config.resolved.canonicalText {
+            log("resume: note: the config differs from the checkpoint's (same model layout); continuing with the new config")
+        }
+        if let saved = file.metadata[CheckpointMetadataKey.worldSize], saved != String(communicator.size) {
+            log("resume: written on \(saved) ranks, resuming on \(communicator.size); data continues at the same global position")
+        }
+        return [try number(CheckpointMetadataKey.step), try number(CheckpointMetadataKey.epoch),
+                try number(CheckpointMetadataKey.epochPosition), try number(CheckpointMetadataKey.optimizerStep),
+                try number("skipped_steps")]
+    }
+
+    /// Rank 0 writes a checkpoint of this step atomically; the others wait for its outcome, so the checkpoint
+    /// reflects one step on every rank and a failed write (disk full) stops every rank with rank 0's message.
+    func saveCheckpoint() throws {
+        var failure: String?
+        if communicator.rank == 0, let directory = checkpoints.directory {
+            do {
+                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
+                var tensors = TensorSource.slots(of: model.parameters) + TensorSource.slots(of: model.state)
+                for (name, buffer) in optimizer.stateBuffers {
+                    tensors += model.parameters.slots.map {
+                        TensorSource(name: "optimizer.\($0.name).\(name)", shape: $0.shape, buffer: buffer, offset: $0.offset, count: $0.count)
+                    }
+                }
+                let metadata: [String: String] = [
+                    CheckpointMetadataKey.step: String(step), CheckpointMetadataKey.epoch: String(epoch),
+                    CheckpointMetadataKey.epochPosition: String(epochPosition),
+                    CheckpointMetadataKey.optimizerStep: String(optimizer.stepCount),
+                    CheckpointMetadataKey.worldSize: String(communicator.size),
+                    CheckpointMetadataKey.config: config.resolved.canonicalText,
+                    CheckpointMetadataKey.modelLayout: layoutDescription,
+                    CheckpointMetadataKey.formatVersion: "1",
+                    // Every random stream derives from the seed and the step or epoch, so the seed restores them all.
+                    CheckpointMetadataKey.rngPrefix + "seed": String(config.seed),
+                    "optimizer": optimizer.kind, "skipped_steps": String(skippedSteps),
+                    "per_rank_batch": String(perRankBatch), "global_batch": String(globalBatch),
+                ]
+                let written = try store.write(step: step, tensors: tensors, metadata: metadata)
+                for warning in written.warnings { log("checkpoint: \(warning)") }
+            } catch {
+                failure = "checkpoint at step \(step): \(error)"
+            }
+        }
+        var flag: Int64 = failure == nil ? 0 : 1
+        flag = try communicator.allreduce(flag, operation: .max)
+        if flag != 0 { throw CollectiveError(failure ?? "rank 0 could not write the checkpoint at step \(step) (its message is above)") }
+        lastSavedStep = step
+    }
+}
