@@ -81,8 +81,53 @@ extension Session {
 
     /// `lockstep selftest comm`: every collective and reducer mode checked against known values.
     public func selfTest(_ what: String) throws {
-        guard what == "comm" else { throw ConfigError("selftest: unknown check '\(what)' (known: comm)") }
-        let summary = try runCommunicatorSelfTest(communicator)
-        print("rank \(communicator.rank): \(summary)")
+        switch what {
+        case "comm": print("rank \(communicator.rank): \(try runCommunicatorSelfTest(communicator))")
+        case "shards": print("rank \(communicator.rank): \(try shardSelfTest())")
+        default: throw ConfigError("selftest: unknown check '\(what)' (known: comm, shards)")
+        }
+    }
+
+    /// Every rank walks its shard of several epochs through a real `BatchLoader` and the ranks compare (allgather):
+    /// shards must be disjoint, of equal length, and together cover the epoch, for sizes not divisible by the world size.
+    func shardSelfTest() throws -> String {
+        let world = communicator.size, rank = communicator.rank
+        var checks = 0
+        for sampleCount in [10, 1001, 6007] {
+            // Each sample's feature is its own index, so the batches show which samples a rank received.
+            let dataset = Dataset(features: (0..<sampleCount).map(Float.init), targets: [Float](repeating: 0, count: sampleCount),
+                                  sampleShape: [1])
+            for policy in [EpochPlan.Policy.dropLast, .wrapPad] {
+                for epoch in 0..<2 {
+                    let plan = EpochPlan(sampleCount: sampleCount, worldSize: world, seed: 7, epoch: epoch, shuffle: true, policy: policy)
+                    let loader = BatchLoader(dataset: dataset, perRankBatch: 7)
+                    loader.start(plan: plan, firstStep: 0, rank: rank)
+                    var mine: [Int64] = []
+                    while let batch = loader.next() {
+                        for i in 0..<batch.sampleCount { mine.append(Int64(batch.features[i])) }
+                    }
+                    var length: Int64 = Int64(mine.count)
+                    let shortest = try communicator.allreduce(length, operation: .min)
+                    length = try communicator.allreduce(length, operation: .max)
+                    guard shortest == length else {
+                        throw CollectiveError("shards of \(sampleCount) samples (\(policy)) differ in length: \(shortest) vs \(length)")
+                    }
+                    var all = [Int64](repeating: 0, count: mine.count * world)
+                    try mine.withUnsafeBytes { send in try all.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
+                    // Positions in the padded permutation are unique per rank; sample ids repeat only through wrap padding.
+                    let expected = policy == .dropLast ? sampleCount / world * world : (sampleCount + world - 1) / world * world
+                    guard all.count == expected else {
+                        throw CollectiveError("shards of \(sampleCount) samples (\(policy)) hold \(all.count) samples in total, expected \(expected)")
+                    }
+                    let distinct = Set(all)
+                    let wanted = policy == .dropLast ? expected : sampleCount
+                    guard distinct.count == wanted, distinct.allSatisfy({ (0..<Int64(sampleCount)).contains($0) }) else {
+                        throw CollectiveError("shards of \(sampleCount) samples (\(policy)) overlap or miss samples: \(distinct.count) distinct of \(wanted)")
+                    }
+                    checks += 1
+                }
+            }
+        }
+        return "shards ok: \(checks) epochs of 10, 1001 and 6007 samples over \(world) ranks, disjoint, equal length, covering"
     }
 }

@@ -114,6 +114,7 @@ public final class Trainer {
         loader = BatchLoader(dataset: trainSet, perRankBatch: config.batchSize)
 
         try checkRanksAgree()
+        if config.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: config.seed).split(1))
         try prepareCheckpoints()
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.values.buffer), root: 0)
@@ -131,6 +132,23 @@ public final class Trainer {
     }
 
     // MARK: start-up
+
+    /// A collective error raised inside a layer hook (sync BatchNorm), rethrown after the pass.
+    private var hookError: Error?
+
+    /// BatchNorm layers reduce their per-channel sums over all ranks (statistics of the global batch).
+    private func connectSyncBatchNorm() throws {
+        guard config.distributed.overlap != "thread" else {
+            throw ConfigError("key 'distributed.sync_batchnorm': cannot be combined with distributed.overlap 'thread' (both would call MPI from different threads during backward)")
+        }
+        let reduce: (UnsafeMutablePointer<Double>, Int) -> Void = { [unowned self] pointer, count in
+            do { try communicator.allreduceSum(UnsafeMutableBufferPointer(start: pointer, count: count)) } catch { hookError = error }
+        }
+        for case let layer as BatchNorm in model.layers {
+            layer.statisticsReducer = reduce
+            layer.gradientStatisticsReducer = reduce
+        }
+    }
 
     /// Every rank compares its config hash, model layout and dataset size with rank 0's; a mismatch stops all ranks.
     private func checkRanksAgree() throws {
@@ -277,6 +295,7 @@ public final class Trainer {
                 try reducer.finish()
                 if config.distributed.deterministic && micros > 1 { Kernels.scale(gradients.pointer, by: 1 / Float(micros), count: parameterCount) }
                 timings?.lap(.allreduceWait)
+                if let hookError { throw hookError }
 
                 // One control vector per step: every rank takes the same decision from the same reduced values.
                 let lossFinite = lossSum.isFinite

@@ -111,6 +111,21 @@ final class MultiRankTests: XCTestCase {
         XCTAssertLessThan(result.seconds, 30)
     }
 
+    /// Shards from the real loader on 2, 3 and 4 ranks: disjoint, equal length, covering, for sizes not divisible by W.
+    func testShardsAreDisjointEqualAndCovering() throws {
+        for ranks in [2, 3, 4] {
+            let result = try MPIRun.run(ranks: ranks, ["selftest", "shards"], timeout: 120)
+            XCTAssertEqual(result.status, 0, "\(ranks) ranks: \(result.stderr)")
+            XCTAssertEqual(result.stdout.split(separator: "\n").filter { $0.contains("shards ok: 12 epochs") }.count, ranks, result.stdout)
+        }
+    }
+
+    /// sync_batchnorm: 2 ranks × b normalize with the statistics of the global batch, like 1 rank × 2b.
+    func testSyncBatchNormMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-cnn-bn.yaml", ranks: 2, batch: 16,
+                             extra: ["--set", "distributed.sync_batchnorm=true", "--set", "model.layers.11.p=0"])
+    }
+
     func testCommunicatorSelfTestOnTwoAndFourRanks() throws {
         for ranks in [2, 4] {
             let result = try MPIRun.run(ranks: ranks, ["selftest", "comm"], timeout: 120)
