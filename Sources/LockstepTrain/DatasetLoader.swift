@@ -19,13 +19,19 @@ public enum DatasetLoader {
             train = try CSVReader.load(path: data.path, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header, task: task)
             test = try CSVReader.load(path: data.testPath, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header,
                                       task: task, classCount: train.classCount)
+        case "text":
+            let text = try TextDataset.load(path: data.path, sequenceLength: data.sequenceLength, stride: data.stride)
+            (train, test) = (text.train, text.validation)
+        case "sequence-synthetic":
+            (train, test) = syntheticMajority(samples: data.syntheticSamples, length: data.sequenceLength, seed: seed)
         default:
             (train, test) = syntheticLinear(samples: data.syntheticSamples, features: data.syntheticFeatures,
                                             noise: Float(data.syntheticNoise), seed: seed)
         }
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
-        if data.dataset != "linear-synthetic" {
+        // Synthetic regression targets are already unit scale; token ids must stay integers.
+        if !["linear-synthetic", "text", "sequence-synthetic"].contains(data.dataset) {
             // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
             let statistics = train.channelStatistics()
             train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
@@ -53,6 +59,23 @@ public enum DatasetLoader {
                 y[i] = sum + noise * rng.normal()
             }
             return Dataset(features: x, targets: y, sampleShape: [features], targetWidth: 1, classCount: nil)
+        }
+        return (make(samples, stream: 1), make(max(samples / 4, 1), stream: 2))
+    }
+
+    /// Bit sequences of `length` with label 1 when more than half the bits are 1 (the sum of digits exceeds a
+    /// threshold): the answer is known exactly, needs the whole sequence, and an odd length has no ties. Token ids
+    /// 0/1 stored as Float; the test split is 1/4 the size of the training split, from an independent stream.
+    static func syntheticMajority(samples: Int, length: Int, seed: UInt64) -> (Dataset, Dataset) {
+        func make(_ count: Int, stream: UInt64) -> Dataset {
+            var rng = RNG(seed: seed).split(0x5E0).split(stream)
+            var x = [Float](repeating: 0, count: count * length), y = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                var ones = 0
+                for t in 0..<length where rng.next() & 1 == 1 { x[i * length + t] = 1; ones += 1 }
+                y[i] = 2 * ones > length ? 1 : 0
+            }
+            return Dataset(features: x, targets: y, sampleShape: [length], targetWidth: 1, classCount: 2)
         }
         return (make(samples, stream: 1), make(max(samples / 4, 1), stream: 2))
     }

@@ -3,8 +3,9 @@ import LockstepNN
 
 /// Turns the config's layer list into a `Sequential`, inferring each layer's input size from the one before.
 public enum ModelBuilder {
-    /// Builds the model for per-sample `inputShape`; errors name `model.layers[i]` and the reason.
-    public static func build(_ specs: [TrainingConfig.LayerSpec], inputShape: [Int]) throws -> Sequential {
+    /// Builds the model for per-sample `inputShape`; errors name `model.layers[i]` and the reason. `classCount` (the
+    /// dataset's classes, e.g. a text vocabulary) is the default size of `embedding` tables and `sequence_linear` outputs.
+    public static func build(_ specs: [TrainingConfig.LayerSpec], inputShape: [Int], classCount: Int? = nil) throws -> Sequential {
         var layers: [Layer] = []
         var shape = inputShape
         for spec in specs {
@@ -13,6 +14,7 @@ public enum ModelBuilder {
             let layer: Layer
             do {
                 layer = try makeLayer(spec.type, options: options, inputShape: shape, path: path)
+                    ?? makeSequenceLayer(spec.type, options: options, inputShape: shape, path: path, classCount: classCount)
                 try options.rejectUnknownKeys()
                 shape = try layer.outputShape(inputShape: shape)
             } catch let error as ShapeError {
@@ -23,8 +25,8 @@ public enum ModelBuilder {
         return try Sequential(layers, inputShape: inputShape)
     }
 
-    private static func initializer(_ options: ConfigReader, fanIn: Int, fanOut: Int) throws -> Initializer {
-        switch try options.string("init", default: "he", allowed: ["he", "xavier", "uniform"]) {
+    private static func initializer(_ options: ConfigReader, fanIn: Int, fanOut: Int, default name: String = "he") throws -> Initializer {
+        switch try options.string("init", default: name, allowed: ["he", "xavier", "uniform"]) {
         case "xavier": return .xavier(fanIn: fanIn, fanOut: fanOut)
         case "uniform": return .uniform(bound: 1 / Float(fanIn).squareRoot())  // PyTorch's default Linear/Conv init scale
         default: return .he(fanIn: fanIn)
@@ -40,7 +42,7 @@ public enum ModelBuilder {
         }
     }
 
-    private static func makeLayer(_ type: String, options: ConfigReader, inputShape: [Int], path: String) throws -> Layer {
+    private static func makeLayer(_ type: String, options: ConfigReader, inputShape: [Int], path: String) throws -> Layer? {
         let width = inputShape.reduce(1, *)
         func image() throws -> (channels: Int, height: Int, width: Int) {
             guard inputShape.count == 3 else {
@@ -84,7 +86,65 @@ public enum ModelBuilder {
             default: throw ConfigError("key '\(path)' (batchnorm): needs [features] or [channels, height, width] input, receives \(inputShape)")
             }
         default:
-            throw ConfigError("key '\(path).type': unknown layer '\(type)' (known: linear, conv2d, maxpool2d, avgpool2d, flatten, relu, leaky_relu, sigmoid, tanh, softmax, dropout, batchnorm)")
+            // Sequence layer kinds live in makeSequenceLayer, which reports unknown kinds.
+            return nil
+        }
+    }
+
+    /// Layers over [time, features] samples (text and sequence models); throws for a kind nobody knows.
+    private static func makeSequenceLayer(_ type: String, options: ConfigReader, inputShape: [Int], path: String,
+                                          classCount: Int?) throws -> Layer {
+        func sequence() throws -> (time: Int, features: Int) {
+            guard inputShape.count == 2 else {
+                throw ConfigError("key '\(path)' (\(type)): needs [time, features] input, receives \(inputShape)"
+                                  + (inputShape.count == 1 ? " (put an embedding first for token ids)" : ""))
+            }
+            return (inputShape[0], inputShape[1])
+        }
+        func size(_ key: String) throws -> Int {
+            if options.has(key) || classCount == nil { return try options.int(key, range: 1...10_000_000) }
+            return classCount!  // the dataset's vocabulary / class count
+        }
+        switch type {
+        case "embedding":
+            guard inputShape.count == 1 else {
+                throw ConfigError("key '\(path)' (embedding): needs [time] token ids, receives \(inputShape)")
+            }
+            return Embedding(vocabularySize: try size("vocab"), dimensions: try options.int("dim", range: 1...100_000))
+        case "positional_embedding":
+            let shape = try sequence()
+            return PositionalEmbedding(length: shape.time, dimensions: shape.features)
+        case "rnn", "lstm", "gru":
+            let features = try sequence().features
+            let hidden = try options.int("hidden", range: 1...100_000)
+            switch type {
+            case "rnn": return RNN(inputFeatures: features, hidden: hidden)
+            case "lstm": return LSTM(inputFeatures: features, hidden: hidden)
+            default: return GRU(inputFeatures: features, hidden: hidden)
+            }
+        case "layernorm":
+            guard let last = inputShape.last else { throw ConfigError("key '\(path)' (layernorm): empty input shape") }
+            return LayerNorm(features: last, epsilon: Float(try options.double("eps", default: 1e-5, range: 1e-12...1)))
+        case "attention":
+            return MultiHeadSelfAttention(dimensions: try sequence().features, heads: try options.int("heads", range: 1...4096),
+                                          causal: try options.bool("causal", default: true))
+        case "transformer_block":
+            let features = try sequence().features
+            return TransformerBlock(dimensions: features, heads: try options.int("heads", range: 1...4096),
+                                    mlpDimensions: try options.int("mlp", default: 4 * features, range: 1...1_000_000),
+                                    gelu: try options.string("activation", default: "gelu", allowed: ["gelu", "relu"]) == "gelu",
+                                    causal: try options.bool("causal", default: true))
+        case "sequence_linear":
+            let features = try sequence().features
+            let out = try size("out")
+            return SequenceLinear(inputDimensions: features, outputDimensions: out, bias: try options.bool("bias", default: true),
+                                  initializer: try initializer(options, fanIn: features, fanOut: out, default: "uniform"))
+        case "last_time_step":
+            _ = try sequence()
+            return LastTimeStep()
+        case "gelu": return GELU()
+        default:
+            throw ConfigError("key '\(path).type': unknown layer '\(type)' (known: linear, conv2d, maxpool2d, avgpool2d, flatten, relu, leaky_relu, sigmoid, tanh, softmax, dropout, batchnorm, embedding, positional_embedding, rnn, lstm, gru, layernorm, attention, transformer_block, sequence_linear, last_time_step, gelu)")
         }
     }
 }

@@ -80,11 +80,14 @@ public final class Trainer {
         guard inputShape.reduce(1, *) == trainSet.featureWidth else {
             throw ConfigError("key 'model.input_shape': \(inputShape) has \(inputShape.reduce(1, *)) features but the dataset has \(trainSet.featureWidth) per sample")
         }
-        model = try ModelBuilder.build(config.layers, inputShape: inputShape)
-        loss = try Trainer.makeLoss(config.loss)
+        model = try ModelBuilder.build(config.layers, inputShape: inputShape, classCount: trainSet.classCount)
+        loss = try Trainer.makeLoss(config.loss, outputShape: model.outputShape)
         let width = model.outputWidth
         if config.loss == "cross_entropy", let classes = trainSet.classCount, classes > width {
             throw ConfigError("key 'model.layers': the last layer has \(width) outputs but the dataset has \(classes) classes")
+        }
+        if config.loss == "sequence_cross_entropy", let classes = trainSet.classCount, classes > model.outputShape[1] {
+            throw ConfigError("key 'model.layers': the last layer has \(model.outputShape[1]) outputs per step but the dataset has \(classes) classes")
         }
         if loss.targetWidth(outputWidth: width) != trainSet.targetWidth {
             throw ConfigError("key 'loss': \(config.loss) expects \(loss.targetWidth(outputWidth: width)) target values per sample but the dataset has \(trainSet.targetWidth)")
@@ -173,8 +176,14 @@ public final class Trainer {
 
     // MARK: factories
 
-    static func makeLoss(_ name: String) throws -> Loss {
+    static func makeLoss(_ name: String, outputShape: [Int] = []) throws -> Loss {
         switch name {
+        case "sequence_cross_entropy":
+            // Classes per step = the last axis of the [time, classes] output.
+            guard outputShape.count == 2 else {
+                throw ConfigError("key 'loss': sequence_cross_entropy needs a [time, classes] model output, the model gives \(outputShape)")
+            }
+            return SequenceCrossEntropy(classes: outputShape[1])
         case "mse": return MSELoss()
         case "bce_with_logits": return BCEWithLogitsLoss()
         default: return SoftmaxCrossEntropy()

@@ -5,7 +5,7 @@ import LockstepCore
 public struct TrainingConfig: Sendable {
     /// Where the samples come from.
     public struct Data: Sendable {
-        /// `fashion-mnist`, `mnist`, `cifar10`, `csv` or `linear-synthetic`.
+        /// `fashion-mnist`, `mnist`, `cifar10`, `csv`, `linear-synthetic`, `text` or `sequence-synthetic`.
         public var dataset: String
         /// Directory (IDX, CIFAR) or file (CSV).
         public var path: String
@@ -29,6 +29,10 @@ public struct TrainingConfig: Sendable {
         public var syntheticSamples: Int
         public var syntheticFeatures: Int
         public var syntheticNoise: Double
+        /// Text and sequence-synthetic: time steps per sample (T).
+        public var sequenceLength: Int
+        /// Text: bytes between the starts of consecutive windows (defaults to T: non-overlapping).
+        public var stride: Int
     }
 
     /// One layer of the model as written in the config.
@@ -117,7 +121,7 @@ public struct TrainingConfig: Sendable {
     public var maxSteps: Int
     /// Micro-batches accumulated per optimizer step.
     public var accumulationSteps: Int
-    /// Global-norm clip (0 = off).
+    /// Global-norm clip (0 = off; defaults to 1 for models with rnn/lstm/gru layers).
     public var clipGradientNorm: Double
     /// Evaluation batch size per rank.
     public var evalBatchSize: Int
@@ -163,9 +167,11 @@ public struct TrainingConfig: Sendable {
 
         let d = try root.child("data")
         let dataset = try d.string("dataset", default: "fashion-mnist",
-                                   allowed: ["fashion-mnist", "mnist", "cifar10", "csv", "linear-synthetic"])
+                                   allowed: ["fashion-mnist", "mnist", "cifar10", "csv", "linear-synthetic", "text", "sequence-synthetic"])
+        let defaultPath = ["fashion-mnist": "/usr/share/datasets/fashion-mnist", "text": "/usr/share/games/fortunes"][dataset] ?? ""
+        let sequenceLength = try d.int("sequence_length", default: dataset == "text" ? 64 : 15, range: 1...100_000)
         data = Data(dataset: dataset,
-                    path: try d.string("path", default: dataset == "fashion-mnist" ? "/usr/share/datasets/fashion-mnist" : ""),
+                    path: try d.string("path", default: defaultPath),
                     trainSubset: try d.int("train_subset", default: 0, range: 0...Int.max),
                     testSubset: try d.int("test_subset", default: 0, range: 0...Int.max),
                     shuffle: try d.bool("shuffle", default: true),
@@ -176,7 +182,9 @@ public struct TrainingConfig: Sendable {
                     testPath: try d.string("test_path", default: ""),
                     syntheticSamples: try d.int("samples", default: 4096, range: 1...10_000_000),
                     syntheticFeatures: try d.int("features", default: 8, range: 1...100_000),
-                    syntheticNoise: try d.double("noise", default: 0.01, range: 0...1000))
+                    syntheticNoise: try d.double("noise", default: 0.01, range: 0...1000),
+                    sequenceLength: sequenceLength,
+                    stride: try d.int("stride", default: sequenceLength, range: 1...100_000))
         try d.rejectUnknownKeys()
         if ["mnist", "cifar10", "csv"].contains(dataset) && data.path.isEmpty {
             throw ConfigError("key 'data.path': required for dataset '\(dataset)'")
@@ -196,7 +204,7 @@ public struct TrainingConfig: Sendable {
         guard !layers.isEmpty else { throw ConfigError("key 'model.layers': the model needs at least one layer") }
         try m.rejectUnknownKeys()
 
-        loss = try root.string("loss", default: "cross_entropy", allowed: ["cross_entropy", "mse", "bce_with_logits"])
+        loss = try root.string("loss", default: "cross_entropy", allowed: ["cross_entropy", "mse", "bce_with_logits", "sequence_cross_entropy"])
 
         let o = try root.child("optimizer")
         optimizer = OptimizerConfig(type: try o.string("type", default: "sgd", allowed: ["sgd", "adam", "adamw"]),
@@ -225,7 +233,9 @@ public struct TrainingConfig: Sendable {
         epochs = try t.int("epochs", default: 1, range: 1...100_000)
         maxSteps = try t.int("max_steps", default: 0, range: 0...Int.max)
         accumulationSteps = try t.int("accumulation_steps", default: 1, range: 1...4096)
-        clipGradientNorm = try t.double("clip_grad_norm", default: 0, range: 0...1e9)
+        // Recurrent models clip at 1 unless told otherwise: BPTT gradients can explode over long sequences.
+        let recurrent = layers.contains { ["rnn", "lstm", "gru"].contains($0.type) }
+        clipGradientNorm = try t.double("clip_grad_norm", default: recurrent ? 1 : 0, range: 0...1e9)
         evalBatchSize = try t.int("eval_batch_size", default: 1000, range: 1...1_000_000)
         try t.rejectUnknownKeys()
 

@@ -7,7 +7,7 @@ import LockstepTrain
 struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
-        subcommands: [Train.self, Evaluate.self, CheckpointCommand.self, SelfTest.self])
+        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, SelfTest.self])
 }
 
 struct Train: ParsableCommand {
@@ -89,5 +89,37 @@ struct SelfTest: ParsableCommand {
 
     func run() throws {
         try Session.run { session in try session.selfTest(what) }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sample text from a trained character-level language model.")
+
+    @Option(name: .long, help: "YAML training config of the language model (data.dataset: text).")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a config key (repeatable).")
+    var overrides: [String] = []
+
+    @Option(name: .long, help: "Raw float32 parameter file written by train --dump-parameters.")
+    var parameters: String
+
+    @Option(name: .long, help: "Text to continue (every byte must occur in the training corpus).")
+    var prompt: String
+
+    @Option(name: .long, help: "Bytes to generate.")
+    var length: Int = 200
+
+    @Option(name: .long, help: "Sampling temperature; 0 always takes the most likely byte.")
+    var temperature: Double = 0.8
+
+    @Option(name: .long, help: "Seed of the sampling generator.")
+    var seed: UInt64 = 0
+
+    func run() throws {
+        try Session.run { session in
+            try session.generate(configPath: config, overrides: overrides, parametersPath: parameters, prompt: prompt,
+                                 length: length, temperature: temperature, seed: seed)
+        }
     }
 }

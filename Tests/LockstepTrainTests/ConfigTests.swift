@@ -92,9 +92,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: big, source: "t").layers, inputShape: [1, 5, 5])) { error in
             XCTAssertTrue("\(error)".contains("model.layers[0]"), "\(error)")
         }
-        let unknown = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: lstm, out: 1}")
+        let unknown = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: capsule, out: 1}")
         XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: unknown, source: "t").layers, inputShape: [4])) { error in
-            XCTAssertTrue("\(error)".contains("unknown layer 'lstm'"), "\(error)")
+            XCTAssertTrue("\(error)".contains("unknown layer 'capsule'"), "\(error)")
         }
     }
 
