@@ -1,0 +1,208 @@
+import Foundation
+import XCTest
+
+/// Runs the real binary across emulated hosts (network namespaces from launch/testcluster, TCP between them) through
+/// the unchanged launch/hostfile: equivalence with one big batch, a host killed, a host's link cut, resume after loss.
+final class MultiNodeTests: XCTestCase {
+    /// Not the default `lsh`, so a developer's own test cluster is left alone.
+    private static let prefix = "lkt"
+    /// Fault to exit of mpirun and of every surviving process (OOB keepalive 1 s × 3 probes detects a dead link in 3–6 s).
+    private static let faultBound = 60.0
+    private static let script = MPIRun.packageRoot.appendingPathComponent("launch/testcluster").path
+
+    private var rootLinksBefore: [String] = []
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else {
+            throw XCTSkip("multi-node tests need root: launch/testcluster creates network namespaces (uid \(getuid()))")
+        }
+        // Skip only when this machine cannot make network namespaces at all (e.g. a container without CAP_SYS_ADMIN).
+        let probe = try Self.command(["ip", "netns", "add", "\(Self.prefix)probe"])
+        guard probe.status == 0 else {
+            throw XCTSkip("cannot create network namespaces here, so no emulated hosts: \(probe.stderr)")
+        }
+        _ = try Self.command(["ip", "netns", "del", "\(Self.prefix)probe"])
+        try MPIRun.requireBinary()
+        rootLinksBefore = try Self.rootLinks()
+        _ = try cluster("down")  // leftovers of an earlier crashed run
+        directory = MPIRun.temporaryPath("multinode")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Always tears the cluster down (also after a failure) and checks that nothing is left behind.
+    override func tearDownWithError() throws {
+        guard getuid() == 0, !rootLinksBefore.isEmpty else { return }
+        let pids = try namespacePIDs()
+        let down = try cluster("down")
+        XCTAssertEqual(down.status, 0, "launch/testcluster down failed: \(down.stdout)\(down.stderr)")
+        XCTAssertEqual(try Self.namespaces(), [], "namespaces left behind")
+        XCTAssertEqual(try Self.rootLinks(), rootLinksBefore, "links in the root namespace changed")
+        let alive = pids.filter { kill($0, 0) == 0 }
+        XCTAssertEqual(alive, [], "processes of the emulated hosts still running")
+        XCTAssertEqual(MPIRun.rankPIDs(matching: directory + "/checkpoints"), [], "lockstep ranks still running")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/lockstep-testcluster-\(Self.prefix)"), "state directory left")
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    // MARK: - Tests
+
+    /// 3 hosts × 1 rank × batch 32 over TCP end with the parameters of 1 process × batch 96.
+    func testThreeHostsMatchOneProcessWithTripleBatch() throws {
+        try up(3)
+        let single = directory + "/single.f32", parallel = directory + "/parallel.f32"
+        let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
+                    "--set", "data.test_subset=1000", "--set", "training.epochs=10", "--set", "training.max_steps=60",
+                    "--set", "distributed.check_every=10"]
+        let one = try MPIRun.run(ranks: 0, base + ["--set", "training.batch_size=96", "--dump-parameters", single])
+        XCTAssertEqual(one.status, 0, "1 process failed: \(one.stderr)")
+        let three = try cluster("run", "1", base + ["--set", "training.batch_size=32", "--dump-parameters", parallel, "--print-checksum"])
+        XCTAssertEqual(three.status, 0, "3 hosts failed: \(three.stderr)")
+        XCTAssertTrue(three.stdout.contains("on 3 ranks"), three.stdout)
+        let a = try MPIRun.floats(parallel), b = try MPIRun.floats(single)
+        XCTAssertEqual(a.count, b.count)
+        XCTAssertEqual(a.count, 235_146)
+        let difference = MPIRun.relativeDifference(a, b)
+        XCTAssertLessThanOrEqual(difference, 1e-4, "3 hosts × 32 vs 1 × 96: relative difference \(difference)")
+        let checksums = three.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }
+        XCTAssertEqual(checksums.count, 3, three.stdout)
+        XCTAssertEqual(Set(checksums.map { $0.split(separator: " ").last! }).count, 1, "hosts disagree: \(three.stdout)")
+    }
+
+    /// kill -9 of every process of one host mid-run ends the job; the newest checkpoint verifies and training resumes
+    /// on the 2 remaining hosts (the README's recovery procedure).
+    func testKilledHostEndsJobThenResumeOnRemainingHosts() throws {
+        try up(3)
+        let victim = "\(Self.prefix)3"
+        let failed = try runWithFault { try Self.killEveryProcess(of: victim) }
+        try assertEndedByFault(failed, lostHost: victim, lostRank: 2)
+
+        let checkpointDirectory = directory + "/checkpoints"
+        let files = Self.checkpoints(checkpointDirectory)
+        XCTAssertGreaterThanOrEqual(files.count, 2, "the run should have written checkpoints before the fault")
+        let newest = try XCTUnwrap(files.last.map { checkpointDirectory + "/" + $0 })
+        let inspection = try MPIRun.run(ranks: 0, ["checkpoint", "inspect", newest])
+        XCTAssertEqual(inspection.status, 0, inspection.stdout + inspection.stderr)
+        XCTAssertTrue(inspection.stdout.contains("checksum: OK"), inspection.stdout)
+        let step = try XCTUnwrap(Int(newest.split(separator: "-").last!.prefix(8)), newest)
+
+        // Recovery: fresh cluster without the lost host, resume from the newest checkpoint, a few more steps.
+        _ = try cluster("down")
+        try up(2)
+        let resumed = try cluster("run", "1", trainArguments(delay: 0) + ["--set", "training.max_steps=\(step + 6)", "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("resume: from \(newest)"), resumed.stdout)
+        XCTAssertTrue(resumed.stdout.contains("written on 3 ranks, resuming on 2"), resumed.stdout)
+        XCTAssertTrue(resumed.stdout.contains("\(step + 6) steps"), "resume should continue to step \(step + 6): \(resumed.stdout)")
+    }
+
+    /// One host's link goes down mid-run: mpirun and every process on the other hosts exit non-zero within the bound.
+    func testHostLinkDownEndsJob() throws {
+        try up(3)
+        let victim = "\(Self.prefix)2"
+        let failed = try runWithFault {
+            let result = try Self.command(["ip", "-n", victim, "link", "set", "eth0", "down"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+        }
+        try assertEndedByFault(failed, lostHost: victim, lostRank: 1)
+    }
+
+    // MARK: - Helpers
+
+    private struct FaultRun {
+        var result: MPIRun.Result
+        /// Seconds from the fault to mpirun's exit.
+        var secondsToExit: Double
+    }
+
+    /// Records when the fault thread acted; read after the run.
+    private final class FaultClock: @unchecked Sendable {
+        private let lock = NSLock()
+        private var time: Date?
+        func mark() { lock.lock(); time = Date(); lock.unlock() }
+        var value: Date? { lock.lock(); defer { lock.unlock() }; return time }
+    }
+
+    private func trainArguments(delay: Int) -> [String] {
+        ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192", "--set", "data.test_subset=1000",
+         "--set", "training.epochs=10", "--set", "checkpoint.every_steps=5", "--set", "checkpoint.keep=50",
+         "--set", "debug.step_delay_ms=\(delay)", "--checkpoint-dir", directory + "/checkpoints"]
+    }
+
+    /// Starts 3 hosts × 1 rank, slowed to ~50 ms per step, and runs `fault` once two checkpoints exist (mid-run).
+    private func runWithFault(_ fault: @escaping @Sendable () throws -> Void) throws -> FaultRun {
+        let checkpointDirectory = directory + "/checkpoints"
+        let clock = FaultClock()
+        let injector = Thread {
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline && Self.checkpoints(checkpointDirectory).count < 2 { Thread.sleep(forTimeInterval: 0.05) }
+            do { try fault() } catch { XCTFail("fault injection failed: \(error)") }
+            clock.mark()
+        }
+        injector.start()
+        let result = try cluster("run", "1", trainArguments(delay: 50) + ["--set", "training.max_steps=400"],
+                                 timeout: 90 + Self.faultBound)
+        let end = Date()
+        let faultTime = try XCTUnwrap(clock.value, "the fault was never injected: \(result.stdout)\(result.stderr)")
+        return FaultRun(result: result, secondsToExit: end.timeIntervalSince(faultTime))
+    }
+
+    private func assertEndedByFault(_ run: FaultRun, lostHost: String, lostRank: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        let output = run.result.stdout + run.result.stderr
+        XCTAssertNotEqual(run.result.status, 0, "the job must fail when a host is lost: \(output)", file: file, line: line)
+        XCTAssertFalse(output.contains("done:"), "the run finished before the fault", file: file, line: line)
+        XCTAssertLessThanOrEqual(run.secondsToExit, Self.faultBound, "mpirun took \(run.secondsToExit) s to exit", file: file, line: line)
+        XCTAssertTrue(output.contains("on node \(lostHost)") || output.contains("rank \(lostRank)"),
+                      "the output should name \(lostHost) or rank \(lostRank): \(output)", file: file, line: line)
+        // The surviving hosts' daemons and ranks are gone too, within the same bound counted from the fault.
+        let deadline = Date().addingTimeInterval(Self.faultBound - run.secondsToExit)
+        var remaining = try namespacePIDs()
+        while !remaining.isEmpty && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            remaining = try namespacePIDs()
+        }
+        XCTAssertEqual(remaining, [], "processes still running on the emulated hosts \(Self.faultBound) s after the fault",
+                       file: file, line: line)
+    }
+
+    private static func killEveryProcess(of host: String) throws {
+        let pids = try command(["ip", "netns", "pids", host]).stdout.split(separator: "\n").compactMap { pid_t($0) }
+        XCTAssertFalse(pids.isEmpty, "no processes on \(host) to kill")
+        for pid in pids { kill(pid, SIGKILL) }
+    }
+
+    private func up(_ hosts: Int) throws {
+        let result = try cluster("up", String(hosts))
+        XCTAssertEqual(result.status, 0, "launch/testcluster up \(hosts) failed: \(result.stderr)")
+        if result.status != 0 { throw XCTSkip("no cluster") }
+    }
+
+    /// `launch/testcluster VERB args…` for this test's cluster, with the binary under test.
+    @discardableResult
+    private func cluster(_ verb: String, _ first: String? = nil, _ arguments: [String] = [], timeout: Double = 120) throws -> MPIRun.Result {
+        let environment = ["LOCKSTEP_TESTCLUSTER_PREFIX=\(Self.prefix)", "LOCKSTEP_BIN=\(MPIRun.binary)"]
+        return try MPIRun.execute(environment + [Self.script, verb] + (first.map { [$0] } ?? []) + arguments, timeout: timeout)
+    }
+
+    private static func command(_ words: [String]) throws -> MPIRun.Result { try MPIRun.execute(words, timeout: 30) }
+
+    private static func namespaces() throws -> [String] {
+        try command(["ip", "netns", "list"]).stdout.split(separator: "\n").map { String($0.split(separator: " ")[0]) }
+            .filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
+    private func namespacePIDs() throws -> [pid_t] {
+        try Self.namespaces().flatMap { name in
+            try Self.command(["ip", "netns", "pids", name]).stdout.split(separator: "\n").compactMap { pid_t($0) }
+        }
+    }
+
+    private static func rootLinks() throws -> [String] {
+        try command(["ip", "-o", "link", "show"]).stdout.split(separator: "\n")
+            .map { String($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }.sorted()
+    }
+
+    private static func checkpoints(_ directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+    }
+}
