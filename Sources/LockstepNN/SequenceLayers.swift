@@ -54,7 +54,9 @@ public final class Embedding: Layer {
     private func tokenIndex(_ value: Float) -> Int {
         // Rounded, not truncated: an id stored as 2.9999 still means 3.
         let index = Int(value.rounded())
-        precondition(index >= 0 && index < vocabularySize, "embedding: token id \(value) outside 0..<\(vocabularySize)")
+        // fatalError, not precondition: this module builds with -Ounchecked, which drops preconditions, and a bad id
+        // would otherwise read outside the table.
+        if index < 0 || index >= vocabularySize { fatalError("embedding: token id \(value) outside 0..<\(vocabularySize)") }
         return index
     }
 

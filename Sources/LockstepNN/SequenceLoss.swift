@@ -56,7 +56,8 @@ public final class SequenceCrossEntropy: Loss {
     @inline(__always)
     private func label(_ value: Float) -> Int {
         let index = Int(value.rounded())
-        precondition(index >= 0 && index < classes, "sequence_cross_entropy: target id \(value) outside 0..<\(classes)")
+        // fatalError survives -Ounchecked (precondition does not); a bad id would write outside the gradient row.
+        if index < 0 || index >= classes { fatalError("sequence_cross_entropy: target id \(value) outside 0..<\(classes)") }
         return index
     }
 }
