@@ -61,6 +61,10 @@ public final class GradientReducer {
     public let communicator: any Communicator
     /// The gradients being averaged.
     public let gradients: UnsafeMutableBufferPointer<Float>
+    /// Optional observer (tracing): called in `finish()` on the calling thread with (bucket, start, end) in
+    /// `DispatchTime` uptime nanoseconds for each bucket; start is the blocking call's start, or the launch time
+    /// for buckets reduced in the background (end = when `finish()` saw them complete). Nil costs nothing.
+    public var bucketReduced: ((Int, UInt64, UInt64) -> Void)?
 
     private let bucketOfLayer: [Int]  // -1 for parameter-free layers below the last bucket
     private var layerDone: [Bool]
@@ -70,6 +74,7 @@ public final class GradientReducer {
     private var pending: [PendingReduction]
     private var deferred: [Bool]  // launched with no backward left: reduced blocking in finish()
     private var launchOrder: [Int]
+    private var launchNanoseconds: [UInt64]  // only written while `bucketReduced` is set
     private var launchedCount = 0
     private var handedToThread = 0
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
@@ -142,6 +147,7 @@ public final class GradientReducer {
         pending = [PendingReduction](repeating: .completed, count: buckets.count)
         deferred = [Bool](repeating: false, count: buckets.count)
         launchOrder = [Int](repeating: -1, count: buckets.count)
+        launchNanoseconds = [UInt64](repeating: 0, count: buckets.count)
         let largest = buckets.map(\.elements.count).max() ?? 0
         gatherBuffer = mode == .deterministic ? FloatBuffer(count: largest * communicator.size) : nil
         if mode == .overlapThread {
@@ -203,6 +209,7 @@ public final class GradientReducer {
         // so all ranks issue collectives in the same order.
         for position in 0..<launchedCount {
             let bucket = launchOrder[position]
+            let waitStart = bucketReduced == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             switch mode {
             case .blocking:
                 try communicator.allreduceSum(slice(bucket))
@@ -224,6 +231,10 @@ public final class GradientReducer {
                 } else {
                     worker!.waitForCompletion(count: position + 1)
                 }
+            }
+            if let bucketReduced {
+                let background = (mode == .overlapPolling || mode == .overlapThread) && !deferred[bucket]
+                bucketReduced(bucket, background ? launchNanoseconds[bucket] : waitStart, DispatchTime.now().uptimeNanoseconds)
             }
             // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight.
             if communicator.size > 1 { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
@@ -259,6 +270,7 @@ public final class GradientReducer {
         // Once every bucket is launched no backward compute remains to overlap with.
         let nothingLeftToOverlap = inFinish || launchedCount == buckets.count - 1
         launched[bucket] = true
+        if bucketReduced != nil { launchNanoseconds[bucket] = DispatchTime.now().uptimeNanoseconds }
         launchOrder[launchedCount] = bucket
         launchedCount += 1
         switch mode {

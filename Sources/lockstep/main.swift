@@ -7,7 +7,7 @@ import LockstepTrain
 struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
-        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, SelfTest.self])
+        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, SelfTest.self, BenchCommand.self])
 }
 
 struct Train: ParsableCommand {
@@ -120,6 +120,129 @@ struct Generate: ParsableCommand {
         try Session.run { session in
             try session.generate(configPath: config, overrides: overrides, parametersPath: parameters, prompt: prompt,
                                  length: length, temperature: temperature, seed: seed)
+        }
+    }
+}
+
+/// `lockstep bench …`: measurements for BENCHMARKS.md and `launch/scaling-bench` (never tests).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure allreduce, training throughput, Linear vs sgemm, and project scaling.",
+        subcommands: [AllreduceCommand.self, TrainCommand.self, LinearCommand.self, ProjectCommand.self])
+
+    struct AllreduceCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "allreduce", abstract: "Allreduce latency and bus bandwidth per message size (run under mpirun).")
+
+        @Option(name: .long, help: "Smallest message, e.g. 4, 16KiB.")
+        var minBytes = "4"
+
+        @Option(name: .long, help: "Largest message, e.g. 64MiB.")
+        var maxBytes = "64MiB"
+
+        @Option(name: .long, help: "Size multiplier between rows (2 or 4).")
+        var factor = 4
+
+        @Option(name: .long, help: "Timed trials per size (the median is reported).")
+        var trials = 10
+
+        @Option(name: .long, help: "Write the results as JSON to this file (rank 0).")
+        var json: String?
+
+        func run() throws {
+            let minimum = try parse(minBytes), maximum = try parse(maxBytes)
+            try Session.run { session in
+                try session.benchAllreduce(minimumBytes: minimum, maximumBytes: maximum, factor: factor, trials: trials, jsonPath: json)
+            }
+        }
+
+        private func parse(_ text: String) throws -> Int {
+            do { return try AllreduceBench.parseBytes(text) } catch { throw ValidationError("\(error)") }
+        }
+    }
+
+    struct TrainCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train", abstract: "Steady-state training throughput, per-phase breakdown and FLOP/s of a config.")
+
+        @Option(name: .long, help: "YAML training config.")
+        var config: String
+
+        @Option(name: .customLong("set"), help: "Override a config key (repeatable), e.g. --set training.batch_size=32.")
+        var overrides: [String] = []
+
+        @Option(name: .long, help: "Timed steps after warm-up.")
+        var steps = 100
+
+        @Option(name: .long, help: "Untimed warm-up steps.")
+        var warmup = 10
+
+        @Option(name: .long, help: "Write the results as JSON to this file (rank 0).")
+        var json: String?
+
+        @Option(name: .long, help: "Write a Chrome trace (chrome://tracing, ui.perfetto.dev) of every rank's steps to this file (rank 0).")
+        var trace: String?
+
+        func run() throws {
+            try Session.run { session in
+                try session.benchTrain(configPath: config, overrides: overrides, steps: steps, warmup: warmup,
+                                       jsonPath: json, tracePath: trace)
+            }
+        }
+    }
+
+    struct LinearCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "linear", abstract: "Linear layers vs raw sgemm on the fashion-mlp shapes.")
+
+        @Option(name: .long, help: "Batch size.")
+        var batch = 64
+
+        @Option(name: .long, help: "Timed trials (median).")
+        var trials = 200
+
+        func run() throws {
+            try Session.run { session in try session.benchLinear(batch: batch, trials: trials) }
+        }
+    }
+
+    struct ProjectCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "project", abstract: "Fit α–β to allreduce sweeps and project weak scaling to many nodes (Markdown).")
+
+        @Option(name: .long, help: "A `bench allreduce --json` file (repeatable; several world sizes improve the fit).")
+        var allreduce: [String] = []
+
+        @Option(name: .long, help: "A 1-rank `bench train --json` file per model (repeatable).")
+        var train: [String] = []
+
+        @Option(name: .long, help: "Node counts to project.")
+        var nodes = "8 16 32 64 128 256 512 1024"
+
+        @Option(name: .long, help: "Link rates in Gb/s.")
+        var gbps = "10 25 100"
+
+        @Option(name: .long, help: "Network latency per message (µs) assumed for the projected links.")
+        var alphaUs = 10.0
+
+        @Option(name: .long, help: "Write the Markdown to this file as well as stdout.")
+        var output: String?
+
+        func run() throws {
+            guard !allreduce.isEmpty else { throw ValidationError("give at least one --allreduce FILE from `lockstep bench allreduce --json`") }
+            let nodeList = nodes.split(separator: " ").compactMap { Int($0) }
+            let rates = gbps.split(separator: " ").compactMap { Double($0) }
+            guard !nodeList.isEmpty, !rates.isEmpty else { throw ValidationError("--nodes and --gbps need space-separated numbers") }
+            do {
+                let text = try ScalingProjection.report(allreducePaths: allreduce, trainPaths: train, nodes: nodeList,
+                                                        gigabitsPerSecond: rates, networkAlpha: alphaUs * 1e-6)
+                print(text, terminator: "")
+                if let output, !FileManager.default.createFile(atPath: output, contents: Data(text.utf8)) {
+                    throw ValidationError("--output \(output): cannot write the file")
+                }
+            } catch let error as ConfigError {
+                throw ValidationError(error.description)
+            }
         }
     }
 }

@@ -1,0 +1,117 @@
+import XCTest
+import LockstepNN
+@testable import LockstepTrain
+
+final class ScalingModelTests: XCTestCase {
+    /// Measured-looking sizes: 4 B … 64 MiB in powers of 4.
+    private let sizes: [Double] = (0..<13).map { 4 * pow(4, Double($0)) }
+
+    func testFitRecoversAlphaAndBetaFromNoiseFreeSamples() throws {
+        let truth = AlphaBeta(alpha: 2.5e-6, beta: 1 / 6e9)
+        var samples: [AllreduceSample] = []
+        for ranks in [2, 4, 8] {
+            for bytes in sizes { samples.append(AllreduceSample(ranks: ranks, bytes: bytes, seconds: truth.allreduceSeconds(ranks: ranks, bytes: bytes))) }
+        }
+        let fit = try AlphaBeta.fit(samples)
+        XCTAssertEqual(fit.alpha, truth.alpha, accuracy: truth.alpha * 1e-9)
+        XCTAssertEqual(fit.beta, truth.beta, accuracy: truth.beta * 1e-9)
+        XCTAssertLessThan(fit.maximumRelativeError(samples), 1e-9)
+    }
+
+    func testFitFromTwoRanksAloneSeparatesLatencyFromBandwidth() throws {
+        // With n = 2 only, T = 2α + bytes·β: small sizes pin α, large ones β.
+        let truth = AlphaBeta(alpha: 0.3e-6, beta: 1 / 10e9)
+        let samples = sizes.map { AllreduceSample(ranks: 2, bytes: $0, seconds: truth.allreduceSeconds(ranks: 2, bytes: $0)) }
+        let fit = try AlphaBeta.fit(samples)
+        XCTAssertEqual(fit.alpha, truth.alpha, accuracy: truth.alpha * 1e-6)
+        XCTAssertEqual(fit.beta, truth.beta, accuracy: truth.beta * 1e-6)
+    }
+
+    func testFitWithMultiplicativeNoiseStaysClose() throws {
+        let truth = AlphaBeta(alpha: 5e-6, beta: 1 / 3e9)
+        var samples: [AllreduceSample] = []
+        // Deterministic ±10% wiggle, alternating in sign so it cannot all push one way.
+        for (index, bytes) in sizes.enumerated() {
+            for ranks in [2, 4] {
+                let noise = 1 + 0.1 * (index % 2 == 0 ? 1.0 : -1.0) * (ranks == 2 ? 1 : -1)
+                samples.append(AllreduceSample(ranks: ranks, bytes: bytes, seconds: truth.allreduceSeconds(ranks: ranks, bytes: bytes) * noise))
+            }
+        }
+        let fit = try AlphaBeta.fit(samples)
+        XCTAssertEqual(fit.alpha / truth.alpha, 1, accuracy: 0.15)
+        XCTAssertEqual(fit.beta / truth.beta, 1, accuracy: 0.15)
+    }
+
+    func testFitClampsNegativeLatencyToZero() throws {
+        // Pure bandwidth data with a size-independent deficit would give α < 0 in a free fit.
+        let samples = [1e3, 1e5, 1e7].map { AllreduceSample(ranks: 2, bytes: $0, seconds: $0 * 1e-9 - 1e-7) }
+        let fit = try AlphaBeta.fit(samples)
+        XCTAssertEqual(fit.alpha, 0)
+        XCTAssertGreaterThan(fit.beta, 0)
+    }
+
+    func testFitRejectsSingleRankOrSingleSize() {
+        XCTAssertThrowsError(try AlphaBeta.fit([AllreduceSample(ranks: 1, bytes: 4, seconds: 1e-6),
+                                                AllreduceSample(ranks: 1, bytes: 400, seconds: 2e-6)]))
+        XCTAssertThrowsError(try AlphaBeta.fit([AllreduceSample(ranks: 2, bytes: 4, seconds: 1e-6),
+                                                AllreduceSample(ranks: 4, bytes: 4, seconds: 2e-6)]))
+    }
+
+    func testRingFormulaAndBucketSuggestion() {
+        let link = AlphaBeta(alpha: 10e-6, gigabitsPerSecond: 10)
+        XCTAssertEqual(link.beta, 0.8e-9, accuracy: 1e-15)
+        // n = 4: 6α + 1.5·bytes·β.
+        XCTAssertEqual(link.allreduceSeconds(ranks: 4, bytes: 1e6), 6 * 10e-6 + 1.5 * 1e6 * 0.8e-9, accuracy: 1e-12)
+        XCTAssertEqual(link.allreduceSeconds(ranks: 1, bytes: 1e6), 0)
+        let bucket = link.suggestedBucketBytes(ranks: 8, ratio: 10)
+        // At the suggested size the bandwidth term is exactly 10× the latency term.
+        XCTAssertEqual(link.bandwidthSeconds(ranks: 8, bytes: bucket) / link.latencySeconds(ranks: 8), 10, accuracy: 1e-9)
+        XCTAssertEqual(link.bucketedAllreduceSeconds(ranks: 8, totalBytes: 1e6, buckets: 3),
+                       3 * link.latencySeconds(ranks: 8) + link.bandwidthSeconds(ranks: 8, bytes: 1e6), accuracy: 1e-12)
+    }
+
+    func testProjectionEfficiency() {
+        let measured = MeasuredStep(name: "m", perRankBatch: 64, otherSeconds: 1e-3, backwardSeconds: 2e-3, gradientBytes: 1e6, bucketCount: 1)
+        let link = AlphaBeta(alpha: 0, beta: 1e-9)  // 1 GB/s, no latency
+        let one = ScalingModel.project(measured, ranks: 1, link: link)
+        XCTAssertEqual(one.efficiency, 1)
+        let two = ScalingModel.project(measured, ranks: 2, link: link)
+        XCTAssertEqual(two.communicationSeconds, 1e-3, accuracy: 1e-12)  // 2·1/2·1e6·1e-9
+        XCTAssertEqual(two.efficiency, 3.0 / 4.0, accuracy: 1e-12)
+        XCTAssertEqual(two.overlappedEfficiency, 1, accuracy: 1e-12)  // 1 ms hides behind 2 ms backward
+        let table = ScalingModel.markdownTable(measured, nodes: [8, 16], gigabitsPerSecond: [10, 25], alpha: 1e-5)
+        XCTAssertEqual(table.split(separator: "\n").count, 4)
+        XCTAssertTrue(table.hasPrefix("| nodes | 10 Gb/s step ms"))
+    }
+
+    func testFlopCountOfMLPAndCNN() throws {
+        let mlp = try Sequential([Flatten(), Linear(inputDimensions: 784, outputDimensions: 256), ReLU(),
+                                  Linear(inputDimensions: 256, outputDimensions: 128), ReLU(),
+                                  Linear(inputDimensions: 128, outputDimensions: 10)], inputShape: [1, 28, 28])
+        let macs = Double(784 * 256 + 256 * 128 + 128 * 10)
+        let flops = FlopCount(model: mlp)
+        XCTAssertEqual(flops.forward, 2 * macs)
+        // First layer: weight gradient only.
+        XCTAssertEqual(flops.backward, 2 * Double(784 * 256) + 4 * Double(256 * 128 + 128 * 10))
+
+        let cnn = try Sequential([Conv2D(inputChannels: 1, outputChannels: 32, kernelSize: 5, padding: 2), ReLU(),
+                                  MaxPool2D(kernelSize: 2), Flatten(), Linear(inputDimensions: 32 * 14 * 14, outputDimensions: 10)],
+                                 inputShape: [1, 28, 28])
+        let convMACs = Double(32 * 28 * 28 * 1 * 25)
+        let linearMACs = Double(32 * 14 * 14 * 10)
+        let cnnFlops = FlopCount(model: cnn)
+        XCTAssertEqual(cnnFlops.forward, 2 * (convMACs + linearMACs))
+        XCTAssertEqual(cnnFlops.backward, 2 * convMACs + 4 * linearMACs)
+    }
+
+    func testByteParsingAndSizes() throws {
+        XCTAssertEqual(try AllreduceBench.parseBytes("64MiB"), 64 << 20)
+        XCTAssertEqual(try AllreduceBench.parseBytes("16k"), 16 << 10)
+        XCTAssertEqual(try AllreduceBench.parseBytes("4"), 4)
+        XCTAssertThrowsError(try AllreduceBench.parseBytes("lots"))
+        XCTAssertEqual(AllreduceBench.sizes(minimumBytes: 4, maximumBytes: 1024), [4, 16, 64, 256, 1024])
+        XCTAssertEqual(AllreduceBench.sizes(minimumBytes: 4, maximumBytes: 32, factor: 2), [4, 8, 16, 32])
+        XCTAssertEqual(AllreduceBench.busBandwidth(bytes: 1000, seconds: 1e-6, ranks: 4), 1.5e9, accuracy: 1)
+        XCTAssertEqual(AllreduceBench.busBandwidth(bytes: 1000, seconds: 1e-6, ranks: 1), 0)
+    }
+}
