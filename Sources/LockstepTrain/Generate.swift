@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCheckpoint
 import LockstepCore
 import LockstepData
 import LockstepNN
@@ -87,12 +88,39 @@ public final class TextGenerator {
 }
 
 extension Session {
-    /// `lockstep generate`: loads raw float32 parameters for a text config and prints prompt + sampled continuation (rank 0).
-    public func generate(configPath: String, overrides: [String], parametersPath: String, prompt: String, length: Int,
-                         temperature: Double, seed: UInt64) throws {
-        let config = try TrainingConfig.load(file: configPath, overrides: overrides)
-        guard let data = FileManager.default.contents(atPath: parametersPath) else {
-            throw ConfigError("--parameters \(parametersPath): cannot read the file")
+    /// `lockstep generate`: loads a checkpoint (its own config) or raw float32 parameters with a config, and prints
+    /// prompt + sampled continuation (rank 0).
+    public func generate(configPath: String?, overrides: [String], parametersPath: String?, checkpointPath: String?,
+                         prompt: String, length: Int, temperature: Double, seed: UInt64) throws {
+        let config: TrainingConfig
+        let data: Data
+        let parametersPath = parametersPath ?? checkpointPath ?? ""
+        if let checkpointPath {
+            // The checkpoint carries its resolved config and the parameters in layout order.
+            let search = try CheckpointStore(directory: ".", keep: 1).resolve(resume: checkpointPath)
+            guard let file = search.file else { throw ConfigError("--checkpoint \(checkpointPath): no checkpoint found") }
+            if let configPath {
+                config = try TrainingConfig.load(file: configPath, overrides: overrides)
+            } else {
+                guard let text = file.metadata[CheckpointMetadataKey.config] else {
+                    throw ConfigError("--checkpoint \(checkpointPath): has no config in its metadata; pass --config")
+                }
+                config = try TrainingConfig.parse(yaml: text, source: checkpointPath, overrides: overrides)
+            }
+            var bytes = Data()
+            for tensor in file.tensors where tensor.name.hasPrefix("layers.") && !tensor.name.hasSuffix("running_mean") && !tensor.name.hasSuffix("running_var") {
+                tensor.floats.withUnsafeBytes { bytes.append(contentsOf: $0) }
+            }
+            data = bytes
+        } else {
+            guard let configPath, !parametersPath.isEmpty else {
+                throw ConfigError("generate: pass --checkpoint PATH, or --config FILE with --parameters FILE")
+            }
+            config = try TrainingConfig.load(file: configPath, overrides: overrides)
+            guard let bytes = FileManager.default.contents(atPath: parametersPath) else {
+                throw ConfigError("--parameters \(parametersPath): cannot read the file")
+            }
+            data = bytes
         }
         let generator: TextGenerator
         do { generator = try TextGenerator(config: config, parameters: data) } catch let error as ConfigError where error.description.hasPrefix("parameters") {

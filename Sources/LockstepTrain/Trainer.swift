@@ -242,6 +242,7 @@ public final class Trainer {
             : nil
         defer { watchdog?.stop() }
         var stopping = false
+        var reachedMaxSteps = false
 
         epochs: while epoch < config.epochs && !stopping {
             let plan = Trainer.epochPlan(config, samples: trainSet.count, worldSize: world, epoch: epoch)
@@ -253,7 +254,7 @@ public final class Trainer {
             var epochLoss = 0.0, epochSamples = 0
             let epochStart = Date()
             for stepInEpoch in 0..<optimizerSteps {
-                if config.maxSteps > 0 && step >= config.maxSteps { break epochs }
+                if config.maxSteps > 0 && step >= config.maxSteps { reachedMaxSteps = true; break }
                 watchdog?.beat(step: step)
                 let micros = min(k, microSteps - stepInEpoch * k)
                 let cursor = Int64(epoch) << 40 | Int64(epochPosition)
@@ -359,13 +360,14 @@ public final class Trainer {
             var sums = [epochLoss, Double(epochSamples)]
             try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
             trainedSamples += Int(sums[1])
-            if stopping { break }
+            if stopping || (reachedMaxSteps && sums[1] == 0) { break }
             let evaluation = try evaluate()
             let metrics = EpochMetrics(epoch: epoch + 1, step: step, trainLoss: sums[0] / max(sums[1], 1),
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
                                        samplesPerSecond: sums[1] / max(seconds, 1e-9), seconds: seconds)
             lastMetrics = metrics
             onEpoch(metrics)
+            if reachedMaxSteps { break }
             epoch += 1
             epochPosition = 0
             if checkpoints.enabled && checkpoints.everyEpoch { watchdog?.beat(step: step); try saveCheckpoint() }

@@ -95,14 +95,17 @@ struct SelfTest: ParsableCommand {
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Sample text from a trained character-level language model.")
 
-    @Option(name: .long, help: "YAML training config of the language model (data.dataset: text).")
-    var config: String
+    @Option(name: .long, help: "YAML training config of the language model (default: the one stored in --checkpoint).")
+    var config: String?
 
     @Option(name: .customLong("set"), help: "Override a config key (repeatable).")
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Raw float32 parameter file written by train --dump-parameters.")
-    var parameters: String
+    @Option(name: .long, help: "Raw float32 parameter file written by train --dump-parameters (with --config).")
+    var parameters: String?
+
+    @Option(name: .long, help: "A checkpoint of the language model (.safetensors).")
+    var checkpoint: String?
 
     @Option(name: .long, help: "Text to continue (every byte must occur in the training corpus).")
     var prompt: String
@@ -118,7 +121,8 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try Session.run { session in
-            try session.generate(configPath: config, overrides: overrides, parametersPath: parameters, prompt: prompt,
+            try session.generate(configPath: config, overrides: overrides, parametersPath: parameters,
+                                 checkpointPath: checkpoint, prompt: prompt,
                                  length: length, temperature: temperature, seed: seed)
         }
     }
