@@ -72,7 +72,8 @@ def nice_ticks(low, high, count=5):
     start = math.floor(low / step) * step
     ticks = []
     value = start
-    while value <= high + step * 1e-9:
+    # Ticks run from at or below `low` to at or above `high`, so every point is inside the plot.
+    while not ticks or ticks[-1] < high - step * 1e-9:
         ticks.append(round(value, 10))
         value += step
     return ticks
@@ -214,11 +215,11 @@ def main():
     speed_series = [(f"{c} {m}", [(r["ranks"], r["speedup"]) for r in items], m == "strong") for (c, m), items in rows.items()]
     with open(os.path.join(directory, "speedup.svg"), "w") as f:
         f.write(line_chart("Speedup vs ranks", "ranks", "speedup (samples/s ÷ 1 rank)", speed_series,
-                           reference=("ideal", [(n, n) for n in rank_counts]), x_ticks=rank_counts))
+                           reference=("ideal", [(n, n) for n in rank_counts]), log_x=True, x_ticks=rank_counts))
     eff_series = [(f"{c} {m}", [(r["ranks"], r["efficiency"] * 100) for r in items], m == "strong") for (c, m), items in rows.items()]
     with open(os.path.join(directory, "efficiency.svg"), "w") as f:
         f.write(line_chart("Parallel efficiency vs ranks", "ranks", "efficiency (%)", eff_series,
-                           reference=("ideal", [(n, 100) for n in rank_counts]), x_ticks=rank_counts))
+                           reference=("ideal", [(n, 100) for n in rank_counts]), log_x=True, x_ticks=rank_counts))
     bw_series = []
     for a in allreduce:
         n = a["world_size"]
