@@ -179,7 +179,7 @@ public enum ScalingProjection {
         out.append("")
         out.append("Assumptions: each node computes what one rank measured here (data + forward + backward + optimizer medians of a 1-rank `lockstep bench train`); "
             + String(format: "gradients go through a ring allreduce per bucket over a link of the given rate with α = %.1f µs per message (a network assumption, not measured here); ", networkAlpha * 1e6)
-            + "\"eff.\" adds communication after backward (blocking reducer), \"eff. overlapped\" hides it behind backward as far as backward lasts. "
+            + "plus one latency-bound control allreduce per step (the Trainer's control vector); \"eff.\" adds communication after backward (blocking reducer), \"eff. overlapped\" hides the gradient allreduce behind backward as far as backward lasts. "
             + "No congestion, stragglers or hierarchical/tree algorithms; one rank per node.")
         for path in trainPaths {
             let object = try readJSONObject(path, option: "--train")

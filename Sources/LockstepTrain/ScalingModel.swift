@@ -145,11 +145,15 @@ public struct MeasuredStep: Sendable {
     public var gradientBytes: Double
     /// Number of gradient buckets (messages) per step.
     public var bucketCount: Int
+    /// Small latency-bound collectives per step after the gradients (the Trainer's control vector: 1).
+    public var controlMessages: Int
 
     /// Creates a measurement.
-    public init(name: String, perRankBatch: Int, otherSeconds: Double, backwardSeconds: Double, gradientBytes: Double, bucketCount: Int) {
+    public init(name: String, perRankBatch: Int, otherSeconds: Double, backwardSeconds: Double, gradientBytes: Double, bucketCount: Int,
+                controlMessages: Int = 1) {
         self.name = name; self.perRankBatch = perRankBatch; self.otherSeconds = otherSeconds
         self.backwardSeconds = backwardSeconds; self.gradientBytes = gradientBytes; self.bucketCount = bucketCount
+        self.controlMessages = controlMessages
     }
 
     /// Compute seconds per step (no communication).
@@ -160,8 +164,10 @@ public struct MeasuredStep: Sendable {
 public struct ProjectedStep: Sendable, Equatable {
     /// Nodes.
     public var ranks: Int
-    /// Allreduce seconds per step.
+    /// Gradient allreduce seconds per step.
     public var communicationSeconds: Double
+    /// Control-collective seconds per step (latency only; never overlapped: it follows the gradients).
+    public var controlSeconds: Double
     /// Step seconds with communication after backward (no overlap).
     public var stepSeconds: Double
     /// Step seconds if communication hides completely behind backward (the best bucketing can do).
@@ -178,10 +184,11 @@ public enum ScalingModel {
     public static func project(_ measured: MeasuredStep, ranks: Int, link: AlphaBeta) -> ProjectedStep {
         let communication = ranks <= 1 ? 0 : link.bucketedAllreduceSeconds(ranks: ranks, totalBytes: measured.gradientBytes,
                                                                           buckets: measured.bucketCount)
+        let control = Double(measured.controlMessages) * link.latencySeconds(ranks: ranks)
         let compute = measured.computeSeconds
-        let step = compute + communication
-        let overlapped = measured.otherSeconds + max(measured.backwardSeconds, communication)
-        return ProjectedStep(ranks: ranks, communicationSeconds: communication, stepSeconds: step,
+        let step = compute + communication + control
+        let overlapped = measured.otherSeconds + max(measured.backwardSeconds, communication) + control
+        return ProjectedStep(ranks: ranks, communicationSeconds: communication, controlSeconds: control, stepSeconds: step,
                              overlappedStepSeconds: overlapped, efficiency: compute / step,
                              overlappedEfficiency: compute / overlapped)
     }

@@ -71,7 +71,8 @@ final class ScalingModelTests: XCTestCase {
     }
 
     func testProjectionEfficiency() {
-        let measured = MeasuredStep(name: "m", perRankBatch: 64, otherSeconds: 1e-3, backwardSeconds: 2e-3, gradientBytes: 1e6, bucketCount: 1)
+        let measured = MeasuredStep(name: "m", perRankBatch: 64, otherSeconds: 1e-3, backwardSeconds: 2e-3, gradientBytes: 1e6, bucketCount: 1,
+                                    controlMessages: 0)
         let link = AlphaBeta(alpha: 0, beta: 1e-9)  // 1 GB/s, no latency
         let one = ScalingModel.project(measured, ranks: 1, link: link)
         XCTAssertEqual(one.efficiency, 1)
@@ -79,6 +80,14 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(two.communicationSeconds, 1e-3, accuracy: 1e-12)  // 2·1/2·1e6·1e-9
         XCTAssertEqual(two.efficiency, 3.0 / 4.0, accuracy: 1e-12)
         XCTAssertEqual(two.overlappedEfficiency, 1, accuracy: 1e-12)  // 1 ms hides behind 2 ms backward
+        // The control vector pays the latency term once per step, after the gradients.
+        var withControl = measured
+        withControl.controlMessages = 1
+        let latencyLink = AlphaBeta(alpha: 1e-4, beta: 1e-9)
+        let controlled = ScalingModel.project(withControl, ranks: 2, link: latencyLink)
+        XCTAssertEqual(controlled.controlSeconds, 2e-4, accuracy: 1e-15)
+        XCTAssertEqual(controlled.stepSeconds, 3e-3 + (2e-4 + 1e-3) + 2e-4, accuracy: 1e-12)
+        XCTAssertEqual(controlled.overlappedStepSeconds, 1e-3 + 2e-3 + 2e-4, accuracy: 1e-12)
         let table = ScalingModel.markdownTable(measured, nodes: [8, 16], gigabitsPerSecond: [10, 25], alpha: 1e-5)
         XCTAssertEqual(table.split(separator: "\n").count, 4)
         XCTAssertTrue(table.hasPrefix("| nodes | 10 Gb/s step ms"))
