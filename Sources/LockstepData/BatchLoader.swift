@@ -25,14 +25,25 @@ public final class BatchLoader {
     private let shared: Shared
 
     /// Creates a loader for `dataset` with room for `perRankBatch` samples per slot; starts its worker thread.
-    public init(dataset: Dataset, perRankBatch: Int) {
+    public init(dataset: Dataset, perRankBatch: Int, prefetch: Bool = true) {
         precondition(perRankBatch > 0, "BatchLoader perRankBatch must be positive, got \(perRankBatch)")
         shared = Shared(dataset: dataset, perRankBatch: perRankBatch)
+        self.prefetch = prefetch
+        guard prefetch else { return }
         let shared = self.shared
         let thread = Thread { shared.workerLoop() }
         thread.name = "lockstep.batch-loader"
         thread.start()
     }
+
+    /// Whether a background thread fills the next batch. Without it, `next()` gathers on the caller's thread:
+    /// cheaper when the rank has a single core, where the thread only adds two context switches per step.
+    public let prefetch: Bool
+    private var syncPlan: EpochPlan?
+    private var syncRank = 0
+    private var syncBase = 0
+    private var syncStep = 0
+    private var syncEnd = 0
 
     deinit { shared.shutDown() }
 
@@ -42,21 +53,43 @@ public final class BatchLoader {
     /// Begins delivering `rank`'s batches of `plan` from `firstStep` to the end of the epoch; cancels any epoch in flight.
     public func start(plan: EpochPlan, firstStep: Int = 0, rank: Int) {
         precondition((0..<plan.worldSize).contains(rank), "rank \(rank) outside 0..<\(plan.worldSize)")
-        shared.start(plan: plan, firstStep: firstStep, basePosition: 0, rank: rank)
+        startAt(plan: plan, firstStep: firstStep, basePosition: 0, rank: rank)
+    }
+
+    private func startAt(plan: EpochPlan, firstStep: Int, basePosition: Int, rank: Int) {
+        guard prefetch else {
+            syncPlan = plan; syncRank = rank; syncBase = basePosition; syncStep = max(firstStep, 0)
+            syncEnd = plan.stepsRemaining(fromPosition: basePosition, perRankBatch: shared.perRankBatch)
+            return
+        }
+        shared.start(plan: plan, firstStep: firstStep, basePosition: basePosition, rank: rank)
     }
 
     /// Begins delivering `rank`'s batches from global `position` of `plan` (a resume cursor that need not fall on a
     /// step boundary of this world size); steps are then numbered from 0 at that position.
     public func start(plan: EpochPlan, fromPosition position: Int, rank: Int) {
         precondition((0..<plan.worldSize).contains(rank), "rank \(rank) outside 0..<\(plan.worldSize)")
-        shared.start(plan: plan, firstStep: 0, basePosition: position, rank: rank)
+        startAt(plan: plan, firstStep: 0, basePosition: position, rank: rank)
     }
 
     /// The next step's batch, waiting for the worker if needed; nil after the epoch's last step (or before `start`).
-    public func next() -> Batch? { shared.next() }
+    public func next() -> Batch? {
+        guard !prefetch else { return shared.next() }
+        guard let plan = syncPlan, syncStep < syncEnd else { return nil }
+        let position = syncBase + syncStep * plan.globalBatch(perRankBatch: shared.perRankBatch)
+        let positions = plan.indices(position: position, perRankBatch: shared.perRankBatch, rank: syncRank)
+        let features = shared.featureSlots[0], targets = shared.targetSlots[0]
+        shared.dataset.gather(plan.permutation[positions], features: features.pointer, targets: targets.pointer)
+        defer { syncStep += 1 }
+        return Batch(features: UnsafePointer(features.pointer), targets: UnsafePointer(targets.pointer),
+                     sampleCount: positions.count, step: syncStep, positions: positions)
+    }
 
     /// Cancels the current epoch; later `next()` calls return nil until `start`.
-    public func stop() { shared.cancel() }
+    public func stop() {
+        syncPlan = nil
+        if prefetch { shared.cancel() }
+    }
 }
 
 /// State shared between the consumer and the worker thread; every field is guarded by `condition`.

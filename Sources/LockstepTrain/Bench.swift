@@ -72,4 +72,29 @@ public enum Bench {
         }
         return 2 * Double(n * n * n) / seconds / 1e9
     }
+
+    /// Median time of each per-step pass over a flat buffer of `count` floats, with its effective bandwidth.
+    public static func flatBufferPasses(count: Int, trials: Int) -> [String] {
+        let parameters = FloatBuffer(count: count), gradients = FloatBuffer(count: count)
+        var rng = RNG(seed: 4)
+        for i in 0..<count { parameters.pointer[i] = rng.uniform(-1, 1); gradients.pointer[i] = rng.uniform(-1, 1) * 1e-3 }
+        let sgd = SGD(parameterCount: count, momentum: 0.9, weightDecay: 1e-4)
+        let adam = Adam(parameterCount: count)
+        var sink = 0.0
+        let cases: [(String, Int, () -> Void)] = [
+            ("sgd momentum+wd step", 5, { sgd.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
+            ("adam step", 7, { adam.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
+            ("all finite", 1, { sink += Kernels.allFinite(gradients.pointer, count: count) ? 1 : 0 }),
+            ("sum of squares", 1, { sink += Kernels.sumOfSquares(gradients.pointer, count: count) }),
+            ("zero", 1, { gradients.zero(); for i in stride(from: 0, to: count, by: 997) { gradients.pointer[i] = 1e-3 } }),
+            ("scale", 2, { Kernels.scale(gradients.pointer, by: 0.999, count: count) }),
+        ]
+        var lines: [String] = []
+        for (name, streams, body) in cases {
+            let seconds = time(trials: trials, body)
+            lines.append(name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: " %8.1f µs  %6.1f GB/s", seconds * 1e6, Double(streams * count * 4) / seconds / 1e9))
+        }
+        if sink.isNaN { lines.append("") }
+        return lines
+    }
 }

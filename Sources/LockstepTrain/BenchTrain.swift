@@ -21,16 +21,8 @@ extension Session {
         let world = communicator.size
         let timings = StepTimings(capacity: steps, warmupSteps: warmup)
         trainer.timings = timings
-        var trace: TrainingTrace?
-        if tracePath != nil {
-            trace = TrainingTrace(rank: communicator.rank)
-            if let host = (trainer as AnyObject) as? TrainingTraceHost {
-                host.trace = trace
-            } else {
-                say("bench train: --trace ignored: this build's Trainer does not record traces (it must conform to TrainingTraceHost)")
-                trace = nil
-            }
-        }
+        let trace = tracePath.map { _ in TrainingTrace(rank: communicator.rank) }
+        trainer.trace = trace
         let totalSteps = warmup + steps
         if totalSteps > trainer.stepsPerEpoch {
             say("bench train: note: \(totalSteps) steps cross an epoch boundary (\(trainer.stepsPerEpoch) steps per epoch); the epoch's evaluation falls between steps and is not timed")

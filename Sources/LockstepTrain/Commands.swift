@@ -7,7 +7,8 @@ import LockstepData
 extension Session {
     /// `lockstep train`: loads and checks the config, trains, writes metrics and prints a summary on rank 0.
     public func train(configPath: String, overrides: [String], metricsPath: String?, printChecksum: Bool,
-                      dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil) throws {
+                      dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil,
+                      tracePath: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
         let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
@@ -16,6 +17,8 @@ extension Session {
                                              keep: config.checkpoint.keep)
         let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
                                   checkpoints: checkpoints, log: { [weak self] in self?.say($0) })
+        let trace = tracePath.map { _ in TrainingTrace(rank: communicator.rank) }
+        trainer.trace = trace
         let world = communicator.size
         say("lockstep: \(configPath) on \(world) rank\(world == 1 ? "" : "s"): \(trainer.model.parameters.count) parameters, "
             + "batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), \(trainSet.count) training samples, "
@@ -31,6 +34,7 @@ extension Session {
             metrics?.write(epoch)
         }, onStep: { step, _, loss in progress.step(step, loss: loss) })
         progress.clearLine()
+        if let trace, let tracePath { try trace.write(to: tracePath, communicator: communicator) }
         metrics?.write(summary, perRankBatch: trainer.perRankBatch, globalBatch: trainer.globalBatch)
         let accuracy = summary.testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
         say(String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",

@@ -15,6 +15,8 @@ public struct TrainingConfig: Sendable {
         public var testSubset: Int
         /// Shuffle every epoch.
         public var shuffle: Bool
+        /// Gather the next batch on a background thread: `auto` does when a rank has more than one core.
+        public var prefetch: String
         /// `drop_last` or `wrap_pad` for dataset sizes not divisible by the world size.
         public var shardPolicy: String
         /// CSV: label column (index or header name).
@@ -175,6 +177,7 @@ public struct TrainingConfig: Sendable {
                     trainSubset: try d.int("train_subset", default: 0, range: 0...Int.max),
                     testSubset: try d.int("test_subset", default: 0, range: 0...Int.max),
                     shuffle: try d.bool("shuffle", default: true),
+                    prefetch: try d.string("prefetch", default: "auto", allowed: ["auto", "true", "false"]),
                     shardPolicy: try d.string("shard_policy", default: "drop_last", allowed: ["drop_last", "wrap_pad"]),
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),

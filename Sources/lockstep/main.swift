@@ -34,10 +34,13 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Resume from 'auto' (newest valid checkpoint in --checkpoint-dir), a checkpoint file or a directory.")
     var resume: String?
 
+    @Option(name: .long, help: "Write a Chrome trace (chrome://tracing, Perfetto) of every rank's steps to this file.")
+    var trace: String?
+
     func run() throws {
         try Session.run { session in
             try session.train(configPath: config, overrides: overrides, metricsPath: metrics, printChecksum: printChecksum,
-                              dumpParameters: dumpParameters, checkpointDirectory: checkpointDir, resume: resume)
+                              dumpParameters: dumpParameters, checkpointDirectory: checkpointDir, resume: resume, tracePath: trace)
         }
     }
 }
@@ -132,7 +135,7 @@ struct Generate: ParsableCommand {
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure allreduce, training throughput, Linear vs sgemm, and project scaling.",
-        subcommands: [AllreduceCommand.self, TrainCommand.self, LinearCommand.self, ProjectCommand.self])
+        subcommands: [AllreduceCommand.self, TrainCommand.self, LinearCommand.self, KernelsCommand.self, ProjectCommand.self])
 
     struct AllreduceCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -192,6 +195,21 @@ struct BenchCommand: ParsableCommand {
                 try session.benchTrain(configPath: config, overrides: overrides, steps: steps, warmup: warmup,
                                        jsonPath: json, tracePath: trace)
             }
+        }
+    }
+
+    struct KernelsCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "kernels", abstract: "The per-step passes over the flat buffers (optimizers, finiteness, norm).")
+
+        @Option(name: .long, help: "Parameters (fashion-mlp has 235146).")
+        var count = 235_146
+
+        @Option(name: .long, help: "Timed trials (median).")
+        var trials = 200
+
+        func run() throws {
+            for line in Bench.flatBufferPasses(count: count, trials: trials) { print(line) }
         }
     }
 

@@ -16,7 +16,22 @@ final class BatchLoaderTests: XCTestCase {
     }
 
     func testPrefetchedBatchesEqualDirectlyGatheredOnes() {
-        let loader = BatchLoader(dataset: dataset, perRankBatch: 4)
+        checkLoaderMatchesDirectGathering(BatchLoader(dataset: dataset, perRankBatch: 4))
+    }
+
+    func testSynchronousLoaderMatchesDirectGathering() {
+        let loader = BatchLoader(dataset: dataset, perRankBatch: 4, prefetch: false)
+        checkLoaderMatchesDirectGathering(loader)
+        // A resume position that is not a step boundary of this world size.
+        let plan = EpochPlan(sampleCount: 23, worldSize: 2, seed: 3, epoch: 0, policy: .wrapPad)
+        loader.start(plan: plan, fromPosition: 6, rank: 1)
+        let batch = loader.next()
+        XCTAssertEqual(batch?.positions, plan.indices(position: 6, perRankBatch: 4, rank: 1))
+        loader.stop()
+        XCTAssertNil(loader.next())
+    }
+
+    private func checkLoaderMatchesDirectGathering(_ loader: BatchLoader) {
         for rank in 0..<2 {
             for epoch in 0..<2 {
                 let plan = EpochPlan(sampleCount: 23, worldSize: 2, seed: 3, epoch: epoch, policy: .wrapPad)
