@@ -212,12 +212,12 @@ public final class GradientReducer {
             let waitStart = bucketReduced == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             switch mode {
             case .blocking:
-                try communicator.allreduceSum(slice(bucket))
+                try allreduceInChunks(slice(bucket))
             case .deterministic:
                 try reduceInRankOrder(bucket)
             case .overlapPolling:
                 if deferred[bucket] {
-                    try communicator.allreduceSum(slice(bucket))
+                    try allreduceInChunks(slice(bucket))
                 } else if !completed[bucket] {
                     try pending[bucket].wait()
                 }
@@ -227,7 +227,7 @@ public final class GradientReducer {
                     // MPI_THREAD_SERIALIZED: the thread must be idle before this thread calls MPI.
                     worker!.waitForCompletion(count: handedToThread)
                     if let error = worker!.takeError() { throw error }
-                    try communicator.allreduceSum(slice(bucket))
+                    try allreduceInChunks(slice(bucket))
                 } else {
                     worker!.waitForCompletion(count: position + 1)
                 }
@@ -261,6 +261,21 @@ public final class GradientReducer {
     }
 
     // MARK: Internals
+
+    /// Largest single blocking allreduce: a bucket holding one big layer is reduced in pieces of this size.
+    /// Measured on 2 ranks over shared memory: 4 MiB runs at ~8 GB/s bus bandwidth, 16 MiB at ~2.8 GB/s
+    /// (the message no longer fits in cache), so 12.5 MiB of fashion-cnn gradients go faster as four pieces.
+    public var maximumMessageBytes = 4 << 20
+
+    private func allreduceInChunks(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        let chunk = max(maximumMessageBytes / MemoryLayout<Float>.stride, 1)
+        var start = 0
+        while start < buffer.count {
+            let end = min(start + chunk, buffer.count)
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
+            start = end
+        }
+    }
 
     private func slice(_ bucket: Int) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(rebasing: gradients[buckets[bucket].elements])

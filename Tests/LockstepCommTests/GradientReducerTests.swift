@@ -97,6 +97,17 @@ final class GradientReducerTests: XCTestCase {
         assertAveraged(gradients)
     }
 
+    func testLargeBucketsAreReducedInMessagesOfAtMostTheMaximumSize() throws {
+        let (reducer, comm, gradients) = try makeReducer(.blocking)
+        reducer.maximumMessageBytes = 16  // 4 floats
+        fill(gradients)
+        for layer in stride(from: 4, through: 0, by: -1) { try reducer.layerReady(layer) }
+        try reducer.finish()
+        XCTAssertEqual(comm.calls, [.allreduce(16..<19), .allreduce(10..<14), .allreduce(14..<16),
+                                    .allreduce(0..<4), .allreduce(4..<8), .allreduce(8..<10)])
+        assertAveraged(gradients)
+    }
+
     func testBlockingReducesEverythingInFinishTopBucketFirst() throws {
         let (reducer, comm, gradients) = try makeReducer(.blocking)
         fill(gradients)
