@@ -27,7 +27,6 @@ let package = Package(
         .target(name: "LockstepData", dependencies: ["LockstepCore", "CZlib"]),
         .target(name: "LockstepCheckpoint", dependencies: ["LockstepCore"]),
         .target(name: "LockstepTrain", dependencies: ["LockstepNN", "LockstepComm", "LockstepData", "LockstepCheckpoint",
-                                                       "CMPIShim",  // bench allreduce times a raw MPI_Allreduce loop beside the Communicator
                                                        .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "lockstep", dependencies: ["LockstepTrain",
                                                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),

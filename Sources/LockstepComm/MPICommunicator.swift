@@ -172,6 +172,12 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         try check(code, "wait(allreduceSum float32 × \(count))")
     }
 
+    /// A bare `MPI_Allreduce` (in place, float sum) with no flight record and no error wrapping: the baseline
+    /// `lockstep bench allreduce` compares the Communicator against. Returns the MPI error code.
+    public func rawAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) -> Int32 {
+        lockstep_mpi_allreduce_sum_float(buffer.baseAddress, buffer.count)
+    }
+
     public func abort(code: Int32) -> Never {
         _ = lockstep_mpi_abort(code)
         exit(code)  // MPI_Abort does not return in practice; exit covers a failed abort.

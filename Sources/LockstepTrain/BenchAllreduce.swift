@@ -1,13 +1,11 @@
-import CMPIShim
 import Foundation
 import LockstepComm
 import LockstepCore
 
 /// Allreduce latency and bandwidth sweep (`lockstep bench allreduce`).
 ///
-/// Besides the `Communicator` path (flight recorder, error checks) it times a raw `MPI_Allreduce` loop through
-/// `CMPIShim` directly, bypassing LockstepComm on purpose: the difference is LockstepComm's overhead. This is the
-/// only place outside LockstepComm that calls MPI.
+/// Besides the `Communicator` path (flight recorder, error checks) it times bare `MPI_Allreduce` calls
+/// (`MPICommunicator.rawAllreduceSum`): the difference is the Communicator's overhead.
 public enum AllreduceBench {
     /// One message size's result.
     public struct Row: Sendable {
@@ -61,7 +59,7 @@ public enum AllreduceBench {
         let largest = sizes.max() ?? 4
         let buffer = FloatBuffer(count: largest / 4)
         buffer.zero()  // zeros stay zeros under summation: no overflow, no denormals
-        let useRaw = communicator is MPICommunicator
+        let mpi = communicator as? MPICommunicator
         var rows: [Row] = []
         for bytes in sizes {
             let slice = UnsafeMutableBufferPointer(start: buffer.pointer, count: bytes / 4)
@@ -70,10 +68,10 @@ public enum AllreduceBench {
                 try communicator.allreduceSum(slice)
             }
             var raw: Double?
-            if useRaw {
+            if let mpi {
                 raw = try timeTrials(communicator: communicator, trials: trials, warmup: warmupTrials, repetitions: repetitions) {
-                    let code = lockstep_mpi_allreduce_sum_float(slice.baseAddress, slice.count)
-                    if code != lockstep_mpi_success {
+                    let code = mpi.rawAllreduceSum(slice)
+                    if code != 0 {
                         throw CommunicationError(operation: "raw MPI_Allreduce(float32 × \(slice.count))", rank: communicator.rank,
                                                  mpiErrorCode: code, message: CommunicationError.mpiErrorString(code))
                     }
