@@ -22,34 +22,56 @@ public final class SoftmaxCrossEntropy: Loss {
     public func targetWidth(outputWidth: Int) -> Int { 1 }
 
     public func forward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Float {
-        var total: Double = 0
-        for b in 0..<batch {
-            let row = output + b * width
-            var maximum = row[0]
-            for c in 1..<width { maximum = max(maximum, row[c]) }
-            var sum: Float = 0
-            for c in 0..<width { sum += expf(row[c] - maximum) }
-            let label = Int(targets[b])
-            total += Double(logf(sum) + maximum - row[label])
-        }
-        return Float(total / Double(max(batch, 1)))
+        Float(CrossEntropyRows.sum(output: output, targets: targets, rows: batch, classes: width, loss: kind)
+              / Double(max(batch, 1)))
     }
 
     public func backward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
                          batch: Int, width: Int, scale: Float) {
         // d/dlogits of mean CE = (softmax − onehot) / batch
-        let factor = scale / Float(batch)
-        for b in 0..<batch {
-            let row = output + b * width
-            let g = gradient + b * width
+        CrossEntropyRows.gradient(output: output, targets: targets, gradient: gradient, rows: batch, classes: width,
+                                  factor: scale / Float(max(batch, 1)), loss: kind)
+    }
+}
+
+/// Softmax cross-entropy over independent rows of logits (one integer target per row), shared by the per-sample
+/// and the per-time-step losses. Stable: the row maximum is subtracted before exp.
+enum CrossEntropyRows {
+    /// Σ over rows of −log softmax(row)[target], accumulated in Double.
+    static func sum(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, rows: Int, classes n: Int, loss: String) -> Double {
+        var total: Double = 0
+        for r in 0..<rows {
+            let row = output + r * n
             var maximum = row[0]
-            for c in 1..<width { maximum = max(maximum, row[c]) }
+            for c in 1..<n { maximum = max(maximum, row[c]) }
             var sum: Float = 0
-            for c in 0..<width { let e = expf(row[c] - maximum); g[c] = e; sum += e }
-            let inverse = factor / sum
-            for c in 0..<width { g[c] *= inverse }
-            g[Int(targets[b])] -= factor
+            for c in 0..<n { sum += expf(row[c] - maximum) }
+            total += Double(logf(sum) + maximum - row[label(targets[r], classes: n, loss: loss)])
         }
+        return total
+    }
+
+    /// gradient[row] = factor · (softmax(row) − onehot(target)).
+    static func gradient(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
+                         rows: Int, classes n: Int, factor: Float, loss: String) {
+        for r in 0..<rows {
+            let row = output + r * n, g = gradient + r * n
+            var maximum = row[0]
+            for c in 1..<n { maximum = max(maximum, row[c]) }
+            var sum: Float = 0
+            for c in 0..<n { let e = expf(row[c] - maximum); g[c] = e; sum += e }
+            let inverse = factor / sum
+            for c in 0..<n { g[c] *= inverse }
+            g[label(targets[r], classes: n, loss: loss)] -= factor
+        }
+    }
+
+    @inline(__always)
+    static func label(_ value: Float, classes: Int, loss: String) -> Int {
+        let index = Int(value.rounded())
+        // fatalError survives -Ounchecked (precondition does not); a bad id would write outside the gradient row.
+        if index < 0 || index >= classes { fatalError("\(loss): target \(value) outside 0..<\(classes)") }
+        return index
     }
 }
 
