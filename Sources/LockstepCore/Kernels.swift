@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
 /// Elementwise kernels over raw Float32 memory; simple loops the compiler vectorizes under -Ounchecked.
 public enum Kernels {
     /// y[i] += x[i].
@@ -47,6 +53,18 @@ public enum Kernels {
         var bad = lanes.sum()
         while i < count { bad += x[i] * 0; i += 1 }
         return !bad.isNaN
+    }
+
+    /// y = softmax(x) over `count` values; `y` may be `x` (in place). Subtracting the maximum keeps exp in range
+    /// without changing the result.
+    @inline(__always)
+    public static func softmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        var maximum = x[0]
+        for c in 1..<count { maximum = max(maximum, x[c]) }
+        var sum: Float = 0
+        for c in 0..<count { let e = expf(x[c] - maximum); y[c] = e; sum += e }
+        let inverse = 1 / sum
+        for c in 0..<count { y[c] *= inverse }
     }
 
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.

@@ -128,15 +128,7 @@ public final class Softmax: Layer {
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
         let n = rowLength
         for row in 0..<(batch * width / n) {
-            let x = input + row * n
-            let y = output + row * n
-            // Subtracting the row maximum keeps exp in range without changing the result.
-            var maximum = x[0]
-            for c in 1..<n { maximum = max(maximum, x[c]) }
-            var sum: Float = 0
-            for c in 0..<n { let e = expf(x[c] - maximum); y[c] = e; sum += e }
-            let inverse = 1 / sum
-            for c in 0..<n { y[c] *= inverse }
+            Kernels.softmax(input + row * n, into: output + row * n, count: n)
         }
     }
 

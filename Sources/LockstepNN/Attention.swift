@@ -91,12 +91,7 @@ public final class MultiHeadSelfAttention: Layer {
                 for i in 0..<t {
                     let row = p + i * t
                     let visible = causal ? i + 1 : t
-                    var maximum = row[0]
-                    for j in 1..<visible { maximum = max(maximum, row[j]) }
-                    var sum: Float = 0
-                    for j in 0..<visible { let e = expf(row[j] - maximum); row[j] = e; sum += e }
-                    let inverse = 1 / sum
-                    for j in 0..<visible { row[j] *= inverse }
+                    Kernels.softmax(row, into: row, count: visible)
                     // Masked weights are exactly zero, so the GEMMs below ignore future steps.
                     for j in visible..<t { row[j] = 0 }
                 }
