@@ -326,11 +326,11 @@ public enum SafeTensors {
 
         // Sorted metadata keys make the bytes reproducible for identical inputs.
         var json = "{\"__metadata__\":{"
-        json += fullMetadata.keys.sorted(by: utf8Less).map { HeaderJSON.quote($0) + ":" + HeaderJSON.quote(fullMetadata[$0]!) }
+        json += fullMetadata.keys.sorted(by: utf8Less).map { JSONText.quoted($0) + ":" + JSONText.quoted(fullMetadata[$0]!) }
             .joined(separator: ",")
         json += "}"
         for d in descriptors {
-            json += "," + HeaderJSON.quote(d.name) + ":{\"dtype\":\"\(d.dtype.rawValue)\",\"shape\":["
+            json += "," + JSONText.quoted(d.name) + ":{\"dtype\":\"\(d.dtype.rawValue)\",\"shape\":["
                 + d.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(d.begin),\(d.end)]}"
         }
         json += "}"

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCore
 import Yams
 
 /// A parsed YAML document as a plain value tree, with `--set` overrides and a canonical text for hashing.
@@ -70,7 +71,7 @@ public indirect enum ConfigValue: Equatable, Sendable {
     /// Deterministic text (sorted keys) used for the config hash and the checkpoint copy.
     public var canonicalText: String {
         switch self {
-        case .string(let s): return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case .string(let s): return JSONText.quoted(s)
         case .int(let v): return String(v)
         case .double(let v): return v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
         case .bool(let v): return v ? "true" : "false"

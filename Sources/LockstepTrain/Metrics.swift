@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCore
 
 /// Appends one JSON object per line to a metrics file (rank 0 only): per-epoch records and a final summary.
 public final class MetricsWriter {
@@ -55,7 +56,7 @@ enum JSONField {
     case string(String), int(Int), number(Double), null
     var text: String {
         switch self {
-        case .string(let s): return "\"\(s)\""
+        case .string(let s): return JSONText.quoted(s)
         case .int(let v): return String(v)
         case .number(let v): return v.isFinite ? String(v) : "null"
         case .null: return "null"

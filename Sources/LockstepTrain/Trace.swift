@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCore
 import LockstepComm
 
 /// A per-rank recorder of timed spans in Chrome's Trace Event Format (open in chrome://tracing or ui.perfetto.dev).
@@ -101,12 +102,12 @@ public final class ChromeTrace {
         parts.append("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":0,\"args\":{\"name\":\"rank \(rank)\"}}")
         parts.append("{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":0,\"args\":{\"sort_index\":\(rank)}}")
         for (lane, label) in laneNames.sorted(by: { $0.key < $1.key }) {
-            parts.append("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":\(lane),\"args\":{\"name\":\(ChromeTrace.quoted(label))}}")
+            parts.append("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":\(lane),\"args\":{\"name\":\(JSONText.quoted(label))}}")
         }
         for event in events {
             // Microseconds with nanosecond resolution; events before the origin (other rank's clock) clamp to 0.
             let ts = Double(Int64(bitPattern: event.start &- origin)) / 1000
-            parts.append("{\"name\":\(ChromeTrace.quoted(names[Int(event.name.index)])),\"cat\":\(ChromeTrace.quoted(categories[Int(event.name.index)])),"
+            parts.append("{\"name\":\(JSONText.quoted(names[Int(event.name.index)])),\"cat\":\(JSONText.quoted(categories[Int(event.name.index)])),"
                 + "\"ph\":\"X\",\"ts\":\(ChromeTrace.format(max(ts, 0))),\"dur\":\(ChromeTrace.format(Double(event.duration) / 1000)),"
                 + "\"pid\":\(rank),\"tid\":\(event.lane)}")
         }
@@ -158,21 +159,6 @@ public final class ChromeTrace {
         }
     }
 
-    /// JSON string literal for `text`.
-    static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\t": result += "\\t"
-            default:
-                if scalar.value < 0x20 { result += String(format: "\\u%04x", scalar.value) } else { result.unicodeScalars.append(scalar) }
-            }
-        }
-        return result + "\""
-    }
 
     static func format(_ microseconds: Double) -> String { String(format: "%.3f", microseconds) }
 }
