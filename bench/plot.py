@@ -181,19 +181,21 @@ def main():
         md.append("")
     if allreduce:
         md += ["## Allreduce", "", "Median over trials of the slowest rank; busbw = 2(n−1)/n × bytes / time.", ""]
-        header = "| bytes |" + "".join(f" {a['world_size']} ranks µs | busbw GB/s | raw MPI µs | raw busbw GB/s |" for a in allreduce)
-        md += [header, "|---:|" + "---:|---:|---:|---:|" * len(allreduce)]
+        header = "| bytes |" + "".join(f" {a['world_size']} ranks µs | busbw GB/s | raw MPI µs | raw busbw GB/s | shared memory µs | shm busbw GB/s |"
+                                       for a in allreduce)
+        md += [header, "|---:|" + "---:|---:|---:|---:|---:|---:|" * len(allreduce)]
         sizes = sorted({row["bytes"] for a in allreduce for row in a["rows"]})
         for size in sizes:
             line = f"| {fmt_bytes(size)} |"
             for a in allreduce:
                 row = next((r for r in a["rows"] if r["bytes"] == size), None)
                 if row is None:
-                    line += " | | | |"
+                    line += " | | | | | |"
                     continue
-                raw = row.get("raw_seconds")
+                raw, shm = row.get("raw_seconds"), row.get("shared_memory_seconds")
                 line += (f" {row['communicator_seconds'] * 1e6:.2f} | {row['communicator_busbw'] / 1e9:.3f} |"
-                         + (f" {raw * 1e6:.2f} | {row['raw_busbw'] / 1e9:.3f} |" if raw is not None else " – | – |"))
+                         + (f" {raw * 1e6:.2f} | {row['raw_busbw'] / 1e9:.3f} |" if raw is not None else " – | – |")
+                         + (f" {shm * 1e6:.2f} | {row['shared_memory_busbw'] / 1e9:.3f} |" if shm is not None else " – | – |"))
             md.append(line)
         md.append("")
     if torch:
@@ -226,6 +228,9 @@ def main():
         bw_series.append((f"{n} ranks, Communicator", [(r["bytes"], r["communicator_busbw"] / 1e9) for r in a["rows"]], False))
         if any("raw_busbw" in r for r in a["rows"]):
             bw_series.append((f"{n} ranks, raw MPI", [(r["bytes"], r["raw_busbw"] / 1e9) for r in a["rows"] if "raw_busbw" in r], True))
+        if any("shared_memory_busbw" in r for r in a["rows"]):
+            bw_series.append((f"{n} ranks, shared-memory reducer", [(r["bytes"], r["shared_memory_busbw"] / 1e9) for r in a["rows"]
+                                                                     if "shared_memory_busbw" in r], False))
     sizes = sorted({r["bytes"] for a in allreduce for r in a["rows"]})
     ticks = [s for i, s in enumerate(sizes) if i % 2 == 0] if len(sizes) > 8 else sizes
     with open(os.path.join(directory, "busbw.svg"), "w") as f:

@@ -163,6 +163,9 @@ public protocol Communicator: AnyObject {
     func barrier(at site: CallSite) throws
     /// Starts an in-place float sum that completes later.
     func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws -> PendingReduction
+    /// One segment of `floatCount` floats per rank in memory every rank can read, or nil when the ranks are
+    /// not all on one node (or there is one rank). Collective; segments live until `finalize()`.
+    func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
     /// Ends every rank of the job with `code`.
     func abort(code: Int32) -> Never
     /// Shuts communication down (MPI_Finalize); every rank calls it once after its last collective.
@@ -170,6 +173,14 @@ public protocol Communicator: AnyObject {
 }
 
 extension Communicator {
+    /// No node-shared memory: the default for communicators without it.
+    public func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? { nil }
+
+    /// One segment of `floatCount` floats per rank in node-shared memory, or nil where there is none.
+    public func allocateNodeShared(floatCount: Int, file: StaticString = #fileID, line: UInt = #line) throws -> NodeSharedFloats? {
+        try allocateNodeShared(floatCount: floatCount, at: CallSite(file: file, line: line))
+    }
+
     /// In-place sum over ranks.
     public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>,
                              file: StaticString = #fileID, line: UInt = #line) throws {
@@ -242,4 +253,29 @@ public func isLaunchedByMPI() -> Bool {
 public func makeCommunicator(threadLevel: ThreadLevel = .serialized) throws -> any Communicator {
     if isLaunchedByMPI() { return try MPICommunicator.start(threadLevel: threadLevel) }
     return SingleProcessCommunicator()
+}
+
+/// Every rank's segment of one node-shared allocation: rank r reads rank q's floats at `segments[q]` directly.
+///
+/// Plain loads and stores; `synchronize()` (a node barrier with memory fences) orders one rank's writes before
+/// the other ranks' reads, so a phase of writes and a phase of reads must be separated by it.
+public final class NodeSharedFloats: @unchecked Sendable {
+    /// Floats per segment.
+    public let count: Int
+    /// This rank's segment.
+    public let local: UnsafeMutablePointer<Float>
+    /// Every rank's segment, indexed by rank (64-byte aligned, each in its own pages).
+    public let segments: [UnsafeMutablePointer<Float>]
+    private let barrier: (CallSite) throws -> Void
+
+    /// Wraps segments obtained by a communicator; `barrier` is its node barrier with memory fences.
+    public init(count: Int, local: UnsafeMutablePointer<Float>, segments: [UnsafeMutablePointer<Float>],
+                barrier: @escaping (CallSite) throws -> Void) {
+        self.count = count; self.local = local; self.segments = segments; self.barrier = barrier
+    }
+
+    /// Makes every rank's writes before this call visible to every rank's reads after it (collective).
+    public func synchronize(file: StaticString = #fileID, line: UInt = #line) throws {
+        try barrier(CallSite(file: file, line: line))
+    }
 }

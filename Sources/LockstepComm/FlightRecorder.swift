@@ -1,6 +1,8 @@
 /// Kind of collective kept by the flight recorder.
 public enum CollectiveOperation: String, Sendable {
     case allreduceSum, allreduceMin, allreduceMax, broadcast, allgather, barrier, startAllreduceSum
+    /// Node-shared memory: allocation, and the barrier that orders writes before reads.
+    case sharedAllocate, sharedBarrier
 }
 
 /// Element type of a collective's buffer.

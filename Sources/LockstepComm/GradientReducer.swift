@@ -3,10 +3,10 @@ import LockstepCore
 
 /// How `GradientReducer` moves gradients between ranks.
 ///
-/// `.blocking` is the default: on one node the shared-memory allreduce is itself CPU work (copies and sums) on
-/// the cores that run backward, so overlapping gained nothing in measurements on a 2-core machine, while
-/// MPI_Iallreduce took about 2× as long as the blocking call. The overlap modes are for nodes with idle cores
-/// or network offload.
+/// No overlap is the default: on one node the reduction is itself CPU work (copies and sums) on the cores that run
+/// backward, so overlapping gained nothing in measurements on a 2-core machine, while MPI_Iallreduce took about 2×
+/// as long as the blocking call. The Trainer picks `.sharedMemory` when every rank is on one node and `.blocking`
+/// otherwise. The overlap modes are for nodes with idle cores or network offload.
 public enum ReductionMode: String, Sendable, CaseIterable {
     /// Everything reduced in `finish()`, one blocking allreduce per bucket: the no-overlap baseline.
     case blocking
@@ -18,6 +18,10 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     case overlapThread
     /// Allgather each bucket and sum in rank order 0, 1, 2…: bitwise reproducible, independent of MPI's algorithm.
     case deterministic
+    /// All ranks on one node, gradients in node-shared memory (`NodeSharedFloats`): each rank sums its 1/W slice
+    /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers, no
+    /// message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB on 2 ranks here.
+    case sharedMemory
 }
 
 /// A contiguous run of gradients covering whole layers, reduced as one message.
@@ -79,6 +83,8 @@ public final class GradientReducer {
     private var handedToThread = 0
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
+    private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients
+    private let sharedSources: UnsafeMutablePointer<UnsafeMutablePointer<Float>>  // shared's segments, in rank order
 
     /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least
     /// `bucketCapacityBytes`; the remaining bottom layers form the last (possibly smaller) bucket.
@@ -125,14 +131,26 @@ public final class GradientReducer {
 
     /// Plans buckets over `gradients` (one start offset per layer, ascending from 0) and, for
     /// `.overlapThread`, starts the communication thread; `bucketCapacityBytes` trades overlap for message count.
+    /// `.sharedMemory` needs `shared`, whose local segment must be `gradients`; it reduces one bucket of everything
+    /// (there is no overlap to gain from several).
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
-                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking) throws {
+                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil) throws {
         if mode == .overlapThread && communicator.threadLevel < .serialized {
             throw ReducerConfigurationError(
                 "reduction mode overlapThread calls MPI from a second thread and needs MPI_THREAD_SERIALIZED, but MPI provided \(communicator.threadLevel); start MPI with threadLevel .serialized or use overlapPolling")
         }
+        if mode == .sharedMemory {
+            guard let shared, shared.segments.count == communicator.size, shared.local == gradients.baseAddress,
+                  gradients.count <= shared.count else {
+                throw ReducerConfigurationError(
+                    "reduction mode sharedMemory needs the gradients in node-shared memory of every rank (allocateNodeShared), got \(shared == nil ? "none" : "a segment that is not these gradients")")
+            }
+        }
         buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets, totalCount: gradients.count,
-                                       bucketCapacityBytes: bucketCapacityBytes)
+                                       bucketCapacityBytes: mode == .sharedMemory ? Int.max : bucketCapacityBytes)
+        self.shared = mode == .sharedMemory ? shared : nil
+        sharedSources = .allocate(capacity: max(self.shared?.segments.count ?? 0, 1))
+        if let shared = self.shared { for (rank, segment) in shared.segments.enumerated() { (sharedSources + rank).initialize(to: segment) } }
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -162,16 +180,17 @@ public final class GradientReducer {
 
     /// Convenience over a model's `FlatTensors` gradients with `layerCount` layers (parameter-free ones included).
     public convenience init(communicator: any Communicator, parameters: FlatTensors, layerCount: Int,
-                            bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking) throws {
+                            bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking,
+                            shared: NodeSharedFloats? = nil) throws {
         guard let gradients = parameters.gradients else {
             throw ReducerConfigurationError("these tensors have no gradient buffer; create them with withGradients: true")
         }
         try self.init(communicator: communicator, gradients: gradients.buffer,
                       layerStartOffsets: (0..<layerCount).map { parameters.startOffset(ofLayer: $0) },
-                      bucketCapacityBytes: bucketCapacityBytes, mode: mode)
+                      bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared)
     }
 
-    deinit { worker?.stop() }
+    deinit { worker?.stop(); sharedSources.deallocate() }
 
     /// Marks layer `index`'s gradients complete, launching its bucket once all the bucket's layers are ready;
     /// in `.overlapPolling` also tests outstanding reductions so MPI makes progress.
@@ -215,6 +234,8 @@ public final class GradientReducer {
                 try allreduceInChunks(slice(bucket))
             case .deterministic:
                 try reduceInRankOrder(bucket)
+            case .sharedMemory:
+                try reduceThroughSharedMemory(bucket)
             case .overlapPolling:
                 if deferred[bucket] {
                     try allreduceInChunks(slice(bucket))
@@ -237,7 +258,7 @@ public final class GradientReducer {
                 bucketReduced(bucket, background ? launchNanoseconds[bucket] : waitStart, DispatchTime.now().uptimeNanoseconds)
             }
             // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight.
-            if communicator.size > 1 { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
+            if communicator.size > 1 && mode != .sharedMemory { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
                                                      by: scale, count: buckets[bucket].elements.count) }
         }
         if let error = worker?.takeError() { throw error }
@@ -254,7 +275,7 @@ public final class GradientReducer {
         case .overlapThread:
             worker!.waitForCompletion(count: handedToThread)
             _ = worker!.takeError()
-        case .blocking, .deterministic:
+        case .blocking, .deterministic, .sharedMemory:
             break
         }
         clearStep()
@@ -296,7 +317,7 @@ public final class GradientReducer {
             handedToThread += 1
         case .overlapPolling, .overlapThread:
             deferred[bucket] = true
-        case .blocking, .deterministic:
+        case .blocking, .deterministic, .sharedMemory:
             break  // reduced in finish()
         }
     }
@@ -314,6 +335,32 @@ public final class GradientReducer {
         for rank in 1..<max(communicator.size, 1) {
             Kernels.add(gather + rank * count, into: target.baseAddress!, count: count)
         }
+    }
+
+    /// Rank r's slice of `elements` when split W ways on 16-float (cache-line) boundaries.
+    private func share(of elements: Range<Int>, rank: Int) -> Range<Int> {
+        let size = communicator.size
+        func boundary(_ r: Int) -> Int {
+            r == size ? elements.upperBound : elements.lowerBound + ((elements.count * r / size) & ~15)
+        }
+        return boundary(rank)..<boundary(rank + 1)
+    }
+
+    /// Reduce-scatter then allgather through node-shared memory: this rank writes the average of its slice
+    /// into its own segment, then copies every other rank's averaged slice from that rank's segment.
+    private func reduceThroughSharedMemory(_ bucket: Int) throws {
+        let shared = shared!
+        let elements = buckets[bucket].elements
+        let size = communicator.size
+        try shared.synchronize()  // every rank's backward has written its gradients
+        Kernels.sum(sharedSources, sourceCount: size, range: share(of: elements, rank: communicator.rank),
+                    scaledBy: 1 / Float(size), into: shared.local)
+        try shared.synchronize()  // every slice is averaged
+        for peer in 0..<size where peer != communicator.rank {
+            let slice = share(of: elements, rank: peer)
+            (shared.local + slice.lowerBound).update(from: shared.segments[peer] + slice.lowerBound, count: slice.count)
+        }
+        try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
     }
 
     private func clearStep() {

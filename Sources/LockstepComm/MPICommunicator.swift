@@ -23,6 +23,8 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
     private let slotCounts: UnsafeMutablePointer<Int>
     private let freeSlots: UnsafeMutablePointer<Int>
     private var freeCount: Int
+    // Node-shared windows, freed in finalize() (MPI_Win_free is collective, so not in a deinit).
+    private var windows: [UnsafeMutablePointer<lockstep_mpi_window>] = []
 
     /// Initializes MPI requesting `threadLevel`; throws if MPI is already initialized or provides less than
     /// `minimumThreadLevel` (default: whatever it provides is accepted and reported in `threadLevel`).
@@ -79,6 +81,11 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
             throw CommunicationError(operation: "MPI_Finalize", rank: rank,
                                      message: "\(inFlight) nonblocking reduction(s) still in flight; wait() on them first")
         }
+        for window in windows {
+            try Self.check(lockstep_mpi_shared_free(window), "MPI_Win_free (node-shared memory)", rank: rank)
+            window.deallocate()
+        }
+        windows.removeAll()
         try Self.check(lockstep_mpi_finalize(), "MPI_Finalize", rank: rank)
         isFinalized = true
     }
@@ -170,6 +177,35 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         let count = slotCounts[slot]
         release(slot)
         try check(code, "wait(allreduceSum float32 × \(count))")
+    }
+
+    public func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
+        // Local rank = rank only when every rank shares this node (the node communicator keeps world order).
+        guard size > 1, localSize == size, localRank == rank else { return nil }
+        try ready(.sharedAllocate, .float32, floatCount, site)
+        let window = UnsafeMutablePointer<lockstep_mpi_window>.allocate(capacity: 1)
+        window.initialize(to: lockstep_mpi_window())
+        var base: UnsafeMutableRawPointer?
+        let code = lockstep_mpi_shared_allocate(max(floatCount, 1) * MemoryLayout<Float>.stride, &base, window)
+        if code != lockstep_mpi_success { window.deallocate() }
+        try check(code, .sharedAllocate, .float32, floatCount)
+        windows.append(window)
+        var segments: [UnsafeMutablePointer<Float>] = []
+        for peer in 0..<size {
+            var address: UnsafeMutableRawPointer?
+            try check(lockstep_mpi_shared_query(window, Int32(peer), &address), "MPI_Win_shared_query(rank \(peer))")
+            guard let address, Int(bitPattern: address) % 64 == 0 else {
+                throw CommunicationError(operation: "node-shared memory", rank: rank,
+                                         message: "rank \(peer)'s segment is missing or not 64-byte aligned")
+            }
+            segments.append(address.bindMemory(to: Float.self, capacity: max(floatCount, 1)))
+        }
+        let local = segments[rank]
+        local.update(repeating: 0, count: floatCount)
+        return NodeSharedFloats(count: floatCount, local: local, segments: segments) { [unowned self] site in
+            try ready(.sharedBarrier, .none, 0, site)
+            try check(lockstep_mpi_shared_synchronize(window), .sharedBarrier, .none, 0)
+        }
     }
 
     /// A bare `MPI_Allreduce` (in place, float sum) with no flight record and no error wrapping: the baseline

@@ -185,14 +185,19 @@ private final class CommunicatorSelfTest {
         let layerSizes = [3000, 0, 520, 0, 44, 0]
         let offsets = layerSizes.indices.map { layerSizes[..<$0].reduce(0, +) }
         let count = layerSizes.reduce(0, +)
-        let gradients = FloatBuffer(count: count)
+        var shared: NodeSharedFloats?
+        if mode == .sharedMemory {
+            shared = try comm.allocateNodeShared(floatCount: count)
+            if shared == nil { notes.append("sharedMemory skipped (not every rank on one node)"); return }
+        }
+        let gradients = shared.map { FloatBuffer(borrowing: $0.local, count: count, owner: $0) } ?? FloatBuffer(count: count)
         let reducer = try GradientReducer(communicator: comm, gradients: gradients.buffer, layerStartOffsets: offsets,
-                                          bucketCapacityBytes: 160, mode: mode)
+                                          bucketCapacityBytes: 160, mode: mode, shared: shared)
         bucketCounts.append(reducer.buckets.count)
         let scale = 1 / Float(size)
         for step in 0..<3 {
             let expected: [Float]
-            if mode == .deterministic {
+            if mode == .deterministic || mode == .sharedMemory {
                 // Values of mixed magnitude, where the order of float additions changes the result.
                 for index in 0..<count { gradients.pointer[index] = Self.irregular(rank: rank, index: index, step: step) }
                 expected = (0..<count).map { index in

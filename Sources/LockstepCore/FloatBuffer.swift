@@ -4,11 +4,14 @@ public final class FloatBuffer: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     /// Number of elements.
     public let count: Int
+    /// Keeps borrowed memory alive; nil when this buffer allocated (and frees) its memory.
+    private let owner: AnyObject?
 
     /// Allocates `count` zeroed floats.
     public init(count: Int) {
         precondition(count >= 0, "FloatBuffer count must be non-negative")
         self.count = count
+        owner = nil
         // Cache-line alignment keeps SIMD loads and MPI copies on whole lines.
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
@@ -21,7 +24,15 @@ public final class FloatBuffer: @unchecked Sendable {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    /// Views `count` floats that `owner` keeps alive (e.g. node-shared memory); they are not freed here.
+    public init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
+        precondition(count >= 0, "FloatBuffer count must be non-negative")
+        self.pointer = pointer
+        self.count = count
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { pointer.deallocate() } }
 
     /// The whole buffer as a mutable buffer pointer.
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }

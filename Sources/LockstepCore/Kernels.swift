@@ -18,6 +18,29 @@ public enum Kernels {
         for i in 0..<count { x[i] *= factor }
     }
 
+    /// out[i] = (sources[0][i] + sources[1][i] + … + sources[n-1][i]) × factor for i in `range`, added in source
+    /// order (so the result does not depend on who computes it). `out` may be one of the sources.
+    public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
+                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) {
+        // Explicit 16-wide loads: the compiler cannot vectorize through the pointer table on its own.
+        let target = UnsafeMutableRawPointer(out)
+        var i = range.lowerBound
+        while i + 16 <= range.upperBound {
+            var total = UnsafeRawPointer(sources[0]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            for source in 1..<max(sourceCount, 1) {
+                total += UnsafeRawPointer(sources[source]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            }
+            target.storeBytes(of: total * factor, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < range.upperBound {
+            var total = sources[0][i]
+            for source in 1..<max(sourceCount, 1) { total += sources[source][i] }
+            out[i] = total * factor
+            i += 1
+        }
+    }
+
     /// Sum of squares, accumulated in Double for a stable global norm.
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
         // 16 independent float lanes per 1024-element block (a single scalar accumulator is a serial add chain,

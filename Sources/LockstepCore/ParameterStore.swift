@@ -72,7 +72,7 @@ public final class FlatTensors: @unchecked Sendable {
     /// The values.
     public let values: FloatBuffer
     /// Matching gradients, or nil for non-trainable state.
-    public let gradients: FloatBuffer?
+    public private(set) var gradients: FloatBuffer?
 
     /// Lays out `specs` (grouped per layer) back to back; allocates gradients when `withGradients`.
     public init(layerSpecs: [[ParameterSpec]], withGradients: Bool) {
@@ -92,6 +92,14 @@ public final class FlatTensors: @unchecked Sendable {
 
     /// Total element count.
     public var count: Int { values.count }
+
+    /// Moves the gradients into `buffer` (e.g. node-shared memory the reducer sums from); contents start zeroed.
+    /// Whoever holds pointers into the old buffer must be re-bound.
+    public func replaceGradients(with buffer: FloatBuffer) {
+        precondition(buffer.count == count, "replacement gradient buffer holds \(buffer.count) floats, the tensors \(count)")
+        buffer.zero()
+        gradients = buffer
+    }
 
     /// Start offset of layer `index`'s first tensor (or the end offset of all earlier layers if it has none).
     public func startOffset(ofLayer index: Int) -> Int {

@@ -33,12 +33,23 @@ public final class Sequential {
         self.shapes = shapes
         parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
         state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
+        bindLayers()
+    }
+
+    /// Gives every layer its views into the flat buffers.
+    private func bindLayers() {
         for (index, layer) in layers.enumerated() {
             let slots = parameters.slots.filter { $0.layerIndex == index }
             let stateSlots = state.slots.filter { $0.layerIndex == index }
             layer.bind(parameters: slots.map(parameters.valuePointer), gradients: slots.map(parameters.gradientPointer),
                        state: stateSlots.map(state.valuePointer))
         }
+    }
+
+    /// Moves the gradients into `buffer` (same layout; e.g. node-shared memory) and re-binds every layer to it.
+    public func useGradientStorage(_ buffer: FloatBuffer) {
+        parameters.replaceGradients(with: buffer)
+        bindLayers()
     }
 
     /// Per-sample output shape of the whole model.

@@ -5,7 +5,8 @@ import LockstepCore
 /// Allreduce latency and bandwidth sweep (`lockstep bench allreduce`).
 ///
 /// Besides the `Communicator` path (flight recorder, error checks) it times bare `MPI_Allreduce` calls
-/// (`MPICommunicator.rawAllreduceSum`): the difference is the Communicator's overhead.
+/// (`MPICommunicator.rawAllreduceSum`): the difference is the Communicator's overhead. When every rank is on one
+/// node it also times the reducer's node-shared-memory path (`ReductionMode.sharedMemory`), which training uses there.
 public enum AllreduceBench {
     /// One message size's result.
     public struct Row: Sendable {
@@ -17,6 +18,8 @@ public enum AllreduceBench {
         public var communicatorSeconds: Double
         /// The same for the raw MPI loop (nil without MPI).
         public var rawSeconds: Double?
+        /// The same for `GradientReducer` in `.sharedMemory` mode (nil unless every rank is on one node).
+        public var sharedMemorySeconds: Double?
     }
 
     /// Sizes from `minimumBytes` to `maximumBytes` multiplying by `factor`, each rounded down to whole floats.
@@ -60,6 +63,7 @@ public enum AllreduceBench {
         let buffer = FloatBuffer(count: largest / 4)
         buffer.zero()  // zeros stay zeros under summation: no overflow, no denormals
         let mpi = communicator as? MPICommunicator
+        let shared = try communicator.allocateNodeShared(floatCount: largest / 4)
         var rows: [Row] = []
         for bytes in sizes {
             let slice = UnsafeMutableBufferPointer(start: buffer.pointer, count: bytes / 4)
@@ -77,7 +81,16 @@ public enum AllreduceBench {
                     }
                 }
             }
-            rows.append(Row(bytes: bytes, repetitions: repetitions, communicatorSeconds: viaCommunicator, rawSeconds: raw))
+            var viaSharedMemory: Double?
+            if let shared {
+                let reducer = try GradientReducer(communicator: communicator, gradients: UnsafeMutableBufferPointer(start: shared.local, count: bytes / 4),
+                                                  layerStartOffsets: [0], mode: .sharedMemory, shared: shared)
+                viaSharedMemory = try timeTrials(communicator: communicator, trials: trials, warmup: warmupTrials, repetitions: repetitions) {
+                    try reducer.finish()
+                }
+            }
+            rows.append(Row(bytes: bytes, repetitions: repetitions, communicatorSeconds: viaCommunicator, rawSeconds: raw,
+                            sharedMemorySeconds: viaSharedMemory))
         }
         return rows
     }
@@ -100,12 +113,17 @@ public enum AllreduceBench {
 
     /// Fixed-width table (bytes, µs and GB/s busbw per path).
     public static func table(_ rows: [Row], ranks: Int) -> String {
-        var lines = ["       bytes  reps   comm µs  comm busbw GB/s    raw µs  raw busbw GB/s"]
+        var lines = ["       bytes  reps   comm µs  comm busbw GB/s    raw µs  raw busbw GB/s    shm µs  shm busbw GB/s"]
         for row in rows {
             let busbw = busBandwidth(bytes: row.bytes, seconds: row.communicatorSeconds, ranks: ranks) / 1e9
             var line = String(format: "%12d %5d %9.2f %16.3f", row.bytes, row.repetitions, row.communicatorSeconds * 1e6, busbw)
             if let raw = row.rawSeconds {
                 line += String(format: " %9.2f %15.3f", raw * 1e6, busBandwidth(bytes: row.bytes, seconds: raw, ranks: ranks) / 1e9)
+            } else {
+                line += "         -               -"
+            }
+            if let shared = row.sharedMemorySeconds {
+                line += String(format: " %9.2f %15.3f", shared * 1e6, busBandwidth(bytes: row.bytes, seconds: shared, ranks: ranks) / 1e9)
             } else {
                 line += "         -               -"
             }
@@ -129,6 +147,10 @@ public enum AllreduceBench {
                 if let raw = row.rawSeconds {
                     entry["raw_seconds"] = raw
                     entry["raw_busbw"] = busBandwidth(bytes: row.bytes, seconds: raw, ranks: ranks)
+                }
+                if let shared = row.sharedMemorySeconds {
+                    entry["shared_memory_seconds"] = shared
+                    entry["shared_memory_busbw"] = busBandwidth(bytes: row.bytes, seconds: shared, ranks: ranks)
                 }
                 return entry
             },

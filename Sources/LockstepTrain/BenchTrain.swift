@@ -61,9 +61,7 @@ extension Session {
         let flopsPerStepPerRank = flops.total * Double(trainer.perRankBatch)
         let computeMedian = phaseMedians[StepTimings.Phase.forward.rawValue] + phaseMedians[StepTimings.Phase.backward.rawValue]
         let waitFraction = phaseMedians[StepTimings.Phase.allreduceWait.rawValue] / max(stepMedian, 1e-12)
-        let buckets = try GradientReducer.planBuckets(
-            layerStartOffsets: (0..<trainer.model.layers.count).map { trainer.model.parameters.startOffset(ofLayer: $0) },
-            totalCount: trainer.model.parameters.count, bucketCapacityBytes: Int(config.distributed.bucketMiB * 1_048_576))
+        let buckets = trainer.gradientBuckets
         let perRank = (0..<world).map { rank -> [String: Any] in
             let row = Array(gathered[(rank * mine.count)..<((rank + 1) * mine.count)])
             var entry: [String: Any] = ["rank": rank, "step_seconds_median": row[phases.count], "sgemm_gflops": row[phases.count + 1] / 1e9]
@@ -88,7 +86,7 @@ extension Session {
             "parameter_count": trainer.model.parameters.count,
             "gradient_bytes": trainer.model.parameters.count * MemoryLayout<Float>.stride,
             "bucket_count": buckets.count, "bucket_mib": config.distributed.bucketMiB,
-            "reduction": config.distributed.deterministic ? "deterministic" : config.distributed.overlap,
+            "reduction": trainer.gradientReduction.rawValue,
             "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
             "achieved_gflops_per_rank": achieved / 1e9,
             "compute_gflops_per_rank": computeRate / 1e9,
@@ -104,8 +102,9 @@ extension Session {
         var lines = [String(format: "samples/s %.0f (wall, %d steps); median step %.3f ms → %.0f samples/s",
                             samplesPerSecond, timedSteps, stepMedian * 1e3, Double(trainer.globalBatch) / max(stepMedian, 1e-12))]
         lines.append("median per step (rank 0): " + phases.map { String(format: "%@ %.3f ms", $0.name, phaseMedians[$0.rawValue] * 1e3) }.joined(separator: ", "))
-        lines.append(String(format: "allreduce wait %.1f%% of the step; %d bucket%@ of %@ gradients", waitFraction * 100, buckets.count,
-                            buckets.count == 1 ? "" : "s", ScalingModel.formatBytes(Double(trainer.model.parameters.count * 4))))
+        lines.append(String(format: "allreduce wait %.1f%% of the step; %d bucket%@ of %@ gradients (%@)", waitFraction * 100, buckets.count,
+                            buckets.count == 1 ? "" : "s", ScalingModel.formatBytes(Double(trainer.model.parameters.count * 4)),
+                            trainer.gradientReduction.rawValue))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
         say(lines.joined(separator: "\n"))

@@ -74,6 +74,8 @@ public struct TrainingConfig: Sendable {
         public var bucketMiB: Double
         /// `blocking`, `polling` or `thread`.
         public var overlap: String
+        /// How blocking reductions travel: `auto` (node-shared memory when every rank is on one node), `mpi`, `shared_memory`.
+        public var transport: String
         /// Fixed reduction order: bit-identical to one rank accumulating the same micro-batches.
         public var deterministic: Bool
         /// Reduce BatchNorm statistics across ranks.
@@ -245,6 +247,7 @@ public struct TrainingConfig: Sendable {
         let x = try root.child("distributed")
         distributed = DistributedConfig(bucketMiB: try x.double("bucket_mb", default: 1, range: 0.001...4096),
                                         overlap: try x.string("overlap", default: "blocking", allowed: ["blocking", "polling", "thread"]),
+                                        transport: try x.string("transport", default: "auto", allowed: ["auto", "mpi", "shared_memory"]),
                                         deterministic: try x.bool("deterministic", default: false),
                                         syncBatchNorm: try x.bool("sync_batchnorm", default: false),
                                         checkEvery: try x.int("check_every", default: 100, range: 0...Int.max),

@@ -202,8 +202,27 @@ final class GradientReducerTests: XCTestCase {
         XCTAssertEqual(gradients.array.map(\.bitPattern), inOrder.map(\.bitPattern))
     }
 
+    func testSharedMemoryModeNeedsTheGradientsInNodeSharedMemory() {
+        let gradients = FloatBuffer(count: 8)
+        XCTAssertThrowsError(try GradientReducer(communicator: SingleProcessCommunicator(), gradients: gradients.buffer,
+                                                 layerStartOffsets: [0], mode: .sharedMemory)) {
+            XCTAssertTrue("\($0)".contains("node-shared memory"), "\($0)")
+        }
+        let elsewhere = FloatBuffer(count: 8)
+        let shared = NodeSharedFloats(count: 8, local: elsewhere.pointer, segments: [elsewhere.pointer]) { _ in }
+        XCTAssertThrowsError(try GradientReducer(communicator: SingleProcessCommunicator(), gradients: gradients.buffer,
+                                                 layerStartOffsets: [0], mode: .sharedMemory, shared: shared)) {
+            XCTAssertTrue("\($0)".contains("not these gradients"), "\($0)")
+        }
+    }
+
+    func testSingleProcessHasNoNodeSharedMemory() throws {
+        XCTAssertNil(try SingleProcessCommunicator().allocateNodeShared(floatCount: 100))
+    }
+
     func testEveryModeAveragesOnOneRank() throws {
-        for mode in ReductionMode.allCases {
+        // sharedMemory needs several ranks on one node; the multi-rank self test covers it.
+        for mode in ReductionMode.allCases where mode != .sharedMemory {
             let comm = SingleProcessCommunicator()
             let gradients = FloatBuffer([1, -2, 3, 0.5])
             let reducer = try GradientReducer(communicator: comm, gradients: gradients.buffer,

@@ -127,6 +127,18 @@ final class KernelAndBLASTests: XCTestCase {
         let sums = FloatBuffer(count: 3)
         Kernels.sumRows(matrix.pointer, into: sums.pointer, rows: 2, width: 3)
         XCTAssertEqual(sums.array, [7, 9, 11])
+        // Sum of several sources in source order, scaled, over a sub-range with a SIMD body and a scalar tail;
+        // the output may be one of the sources.
+        let sources = (0..<3).map { source in FloatBuffer((0..<53).map { Float($0 * (source + 1)) + (source == 2 ? 1e8 : 0) }) }
+        let pointers = sources.map(\.pointer)
+        pointers.withUnsafeBufferPointer { table in
+            Kernels.sum(table.baseAddress!, sourceCount: 3, range: 3..<50, scaledBy: 0.5, into: sources[0].pointer)
+        }
+        for i in 0..<53 {
+            let original = Float(i)
+            let expected = (3..<50).contains(i) ? ((original + Float(2 * i)) + (Float(3 * i) + 1e8)) * 0.5 : original
+            XCTAssertEqual(sources[0].pointer[i].bitPattern, expected.bitPattern, "sum [\(i)]")
+        }
         let bytes: [UInt8] = Array("a".utf8)
         XCTAssertEqual(bytes.withUnsafeBytes { Kernels.fnv1a($0) }, 0xaf63_dc4c_8601_ec8c)  // published FNV-1a 64 of "a"
     }

@@ -46,6 +46,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(config.seed, 5)
         XCTAssertEqual(config.epochs, 1)
         XCTAssertEqual(config.distributed.bucketMiB, 1)
+        XCTAssertEqual(config.distributed.transport, "auto")
     }
 
     func testConfigHashFollowsTheResolvedValuesNotTheText() throws {
@@ -72,6 +73,7 @@ final class ConfigTests: XCTestCase {
         assertConfigError(minimal, overrides: ["training.batch_size=0"], contains: ["training.batch_size", "out of range"])
         assertConfigError(minimal, overrides: ["optimizer.lr=-1"], contains: ["optimizer.lr", "out of range"])
         assertConfigError(minimal, overrides: ["optimizer.type=lbfgs"], contains: ["optimizer.type", "lbfgs", "sgd"])
+        assertConfigError(minimal, overrides: ["distributed.transport=rdma"], contains: ["distributed.transport", "rdma", "shared_memory"])
         assertConfigError(minimal, overrides: ["distributed.deterministic=maybe"], contains: ["distributed.deterministic", "true or false"])
         assertConfigError(minimal, overrides: ["optimizer.nesterov=true"], contains: ["optimizer.nesterov", "momentum"])
         assertConfigError("model: [1, 2]", contains: ["model", "expected a mapping"])

@@ -68,6 +68,38 @@ final class MultiRankTests: XCTestCase {
                              extra: ["--set", "distributed.overlap=thread", "--set", "distributed.bucket_mb=0.25"])
     }
 
+    /// One node: gradients go through node-shared memory by default; on 2 ranks that gives the very bits of MPI's
+    /// allreduce ((a + b) / 2 either way), on 4 ranks the same up to MPI's summation order.
+    func testSharedMemoryTransportMatchesMPI() throws {
+        for ranks in [2, 4] {
+            var parameters: [String: [Float]] = [:]
+            for transport in ["mpi", "auto"] {
+                let path = MPIRun.temporaryPath("\(transport).f32")
+                defer { try? FileManager.default.removeItem(atPath: path) }
+                let result = try MPIRun.run(ranks: ranks, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--dump-parameters", path,
+                                                           "--set", "distributed.transport=\(transport)", "--set", "training.batch_size=16"] + subset(steps: 40))
+                XCTAssertEqual(result.status, 0, "\(ranks) ranks, transport \(transport): \(result.stderr)")
+                let expected = transport == "mpi" ? "gradient reduction blocking" : "gradient reduction sharedMemory"
+                XCTAssertTrue(result.stdout.contains(expected), "\(ranks) ranks, transport \(transport): \(result.stdout)")
+                parameters[transport] = try MPIRun.floats(path)
+            }
+            let viaMPI = try XCTUnwrap(parameters["mpi"]), viaSharedMemory = try XCTUnwrap(parameters["auto"])
+            if ranks == 2 {
+                XCTAssertEqual(viaSharedMemory.map(\.bitPattern), viaMPI.map(\.bitPattern), "2 ranks: shared memory and MPI must agree bit for bit")
+            } else {
+                XCTAssertLessThanOrEqual(MPIRun.relativeDifference(viaSharedMemory, viaMPI), 1e-5)
+            }
+        }
+    }
+
+    /// transport shared_memory where it cannot work is a config error naming the key, on every rank.
+    func testSharedMemoryTransportWithOverlapIsRejected() throws {
+        let result = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "distributed.transport=shared_memory",
+                                               "--set", "distributed.overlap=polling"] + subset(steps: 5))
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("key 'distributed.transport'") && result.stderr.contains("overlap 'polling'"), result.stderr)
+    }
+
     /// Deterministic mode: W ranks × b is bit-identical to 1 rank accumulating W micro-batches of b.
     func testDeterministicModeIsBitIdenticalToAccumulation() throws {
         for ranks in [2, 4] {

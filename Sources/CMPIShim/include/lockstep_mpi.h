@@ -65,6 +65,23 @@ int lockstep_mpi_test(lockstep_mpi_request *request, int *completed);
 /// Blocks until the request has finished.
 int lockstep_mpi_wait(lockstep_mpi_request *request);
 
+/// Opaque storage for one MPI_Win (node-shared memory); the caller owns it.
+typedef struct lockstep_mpi_window {
+    _Alignas(8) unsigned char opaque[16];
+} lockstep_mpi_window;
+
+/// Allocates `byte_count` bytes (rounded up to whole pages) that every process on this node can read and write
+/// (MPI_Win_allocate_shared on the node communicator, one segment per local rank, each in its own pages);
+/// collective over the node. *base is this process's segment, 64-byte aligned.
+int lockstep_mpi_shared_allocate(size_t byte_count, void **base, lockstep_mpi_window *window);
+/// Address in this process of local rank `local_rank`'s segment (64-byte aligned, as *base above).
+int lockstep_mpi_shared_query(lockstep_mpi_window *window, int local_rank, void **base);
+/// Memory barrier, MPI_Barrier over the node, memory barrier: writes before it are visible to every local
+/// rank's reads after it.
+int lockstep_mpi_shared_synchronize(lockstep_mpi_window *window);
+/// Frees the shared memory; collective over the node.
+int lockstep_mpi_shared_free(lockstep_mpi_window *window);
+
 /// MPI_Abort on the world communicator.
 int lockstep_mpi_abort(int code);
 /// Writes MPI_Error_string for `code` into `buffer` (NUL-terminated, truncated to `capacity`);
