@@ -84,7 +84,6 @@ public final class GradientReducer {
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
     private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients
-    private let sharedSources: UnsafeMutablePointer<UnsafeMutablePointer<Float>>  // shared's segments, in rank order
 
     /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least
     /// `bucketCapacityBytes`; the remaining bottom layers form the last (possibly smaller) bucket.
@@ -149,8 +148,6 @@ public final class GradientReducer {
         buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets, totalCount: gradients.count,
                                        bucketCapacityBytes: mode == .sharedMemory ? Int.max : bucketCapacityBytes)
         self.shared = mode == .sharedMemory ? shared : nil
-        sharedSources = .allocate(capacity: max(self.shared?.segments.count ?? 0, 1))
-        if let shared = self.shared { for (rank, segment) in shared.segments.enumerated() { (sharedSources + rank).initialize(to: segment) } }
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -190,7 +187,7 @@ public final class GradientReducer {
                       bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared)
     }
 
-    deinit { worker?.stop(); sharedSources.deallocate() }
+    deinit { worker?.stop() }
 
     /// Marks layer `index`'s gradients complete, launching its bucket once all the bucket's layers are ready;
     /// in `.overlapPolling` also tests outstanding reductions so MPI makes progress.
@@ -353,8 +350,10 @@ public final class GradientReducer {
         let elements = buckets[bucket].elements
         let size = communicator.size
         try shared.synchronize()  // every rank's backward has written its gradients
-        Kernels.sum(sharedSources, sourceCount: size, range: share(of: elements, rank: communicator.rank),
-                    scaledBy: 1 / Float(size), into: shared.local)
+        shared.segments.withUnsafeBufferPointer {
+            Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
+                        scaledBy: 1 / Float(size), into: shared.local)
+        }
         try shared.synchronize()  // every slice is averaged
         for peer in 0..<size where peer != communicator.rank {
             let slice = share(of: elements, rank: peer)
