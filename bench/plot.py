@@ -229,7 +229,7 @@ def main():
         if any("raw_busbw" in r for r in a["rows"]):
             bw_series.append((f"{n} ranks, raw MPI", [(r["bytes"], r["raw_busbw"] / 1e9) for r in a["rows"] if "raw_busbw" in r], True))
         if any("shared_memory_busbw" in r for r in a["rows"]):
-            bw_series.append((f"{n} ranks, shared-memory reducer", [(r["bytes"], r["shared_memory_busbw"] / 1e9) for r in a["rows"]
+            bw_series.append((f"{n} ranks, shared memory", [(r["bytes"], r["shared_memory_busbw"] / 1e9) for r in a["rows"]
                                                                      if "shared_memory_busbw" in r], False))
     sizes = sorted({r["bytes"] for a in allreduce for r in a["rows"]})
     ticks = [s for i, s in enumerate(sizes) if i % 2 == 0] if len(sizes) > 8 else sizes
