@@ -85,7 +85,7 @@ extension Session {
             "allreduce_wait_fraction": waitFraction,
             "parameter_count": trainer.model.parameters.count,
             "gradient_bytes": trainer.model.parameters.count * MemoryLayout<Float>.stride,
-            "bucket_count": buckets.count, "bucket_mib": config.distributed.bucketMiB,
+            "bucket_count": buckets.count, "bucket_mib": Double(trainer.bucketCapacityBytes) / 1_048_576,
             "reduction": trainer.gradientReduction.rawValue,
             "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
             "achieved_gflops_per_rank": achieved / 1e9,

@@ -69,6 +69,8 @@ public final class Trainer {
     public var gradientReduction: ReductionMode { reducer.mode }
     /// The buckets gradients are reduced in, in launch order.
     public var gradientBuckets: [GradientBucket] { reducer.buckets }
+    /// Bucket cap in bytes: `distributed.bucket_mb`, or what `auto` measured.
+    public let bucketCapacityBytes: Int
 
     /// Per-rank batch, global batch (samples per optimizer step over all ranks).
     public var perRankBatch: Int { config.batchSize }
@@ -125,7 +127,7 @@ public final class Trainer {
 
         try Trainer.checkRanksAgree(config: config, model: model, trainSet: trainSet, testSet: testSet, communicator: communicator)
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
-        reducer = try Trainer.makeReducer(config.distributed, model: model, communicator: communicator)
+        (reducer, bucketCapacityBytes) = try Trainer.makeReducer(config.distributed, model: model, communicator: communicator, log: log)
         if config.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: config.seed).split(1))
         try prepareCheckpoints()
@@ -230,7 +232,9 @@ public final class Trainer {
 
     /// The gradient reducer the config asks for; with transport auto (gradients of 8 KiB or more) or shared_memory
     /// and blocking reduction with every rank on one node, the model's gradients move into node-shared memory first.
-    static func makeReducer(_ d: TrainingConfig.DistributedConfig, model: Sequential, communicator: Communicator) throws -> GradientReducer {
+    /// `bucket_mb: auto` times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
+    static func makeReducer(_ d: TrainingConfig.DistributedConfig, model: Sequential, communicator: Communicator,
+                            log: (String) -> Void) throws -> (reducer: GradientReducer, bucketBytes: Int) {
         var mode: ReductionMode = d.deterministic ? .deterministic
             : ["polling": .overlapPolling, "thread": .overlapThread][d.overlap] ?? .blocking
         var shared: NodeSharedFloats?
@@ -249,8 +253,15 @@ public final class Trainer {
                 : "rank \(communicator.rank) shares its node with \(communicator.localSize) of the \(communicator.size) ranks"
             throw ConfigError("key 'distributed.transport': shared_memory needs every rank on one node and blocking reduction, but \(reason); use transport auto or mpi")
         }
-        return try GradientReducer(communicator: communicator, parameters: model.parameters, layerCount: model.layers.count,
-                                   bucketCapacityBytes: Int(d.bucketMiB * 1_048_576), mode: mode, shared: shared)
+        var bucketBytes = Int((d.bucketMiB ?? 1) * 1_048_576)
+        if d.bucketMiB == nil && mode != .sharedMemory && communicator.size > 1 {
+            let measured = try BucketSizing.measure(communicator: communicator, scratch: model.parameters.gradients!.buffer)
+            bucketBytes = measured.bytes
+            if communicator.rank == 0 { log(measured.line) }
+        }
+        let reducer = try GradientReducer(communicator: communicator, parameters: model.parameters, layerCount: model.layers.count,
+                                          bucketCapacityBytes: bucketBytes, mode: mode, shared: shared)
+        return (reducer, bucketBytes)
     }
 
     static func epochPlan(_ config: TrainingConfig, samples: Int, worldSize: Int, epoch: Int) -> EpochPlan {

@@ -70,8 +70,8 @@ public struct TrainingConfig: Sendable {
 
     /// Data-parallel behaviour.
     public struct DistributedConfig: Sendable {
-        /// Gradient bucket cap in MiB.
-        public var bucketMiB: Double
+        /// Gradient bucket cap in MiB; nil for `auto` (chosen from allreduces timed at start-up).
+        public var bucketMiB: Double?
         /// `blocking`, `polling` or `thread`.
         public var overlap: String
         /// How blocking reductions travel: `auto` (node-shared memory when every rank is on one node), `mpi`, `shared_memory`.
@@ -245,7 +245,12 @@ public struct TrainingConfig: Sendable {
         try t.rejectUnknownKeys()
 
         let x = try root.child("distributed")
-        distributed = DistributedConfig(bucketMiB: try x.double("bucket_mb", default: 1, range: 0.001...4096),
+        var bucketIsAuto = false
+        if case .string(let text)? = x.raw("bucket_mb"), Double(text) == nil {
+            guard text == "auto" else { throw ConfigError("key '\(x.keyPath("bucket_mb"))': expected a number of MiB or auto, found '\(text)'") }
+            bucketIsAuto = true
+        }
+        distributed = DistributedConfig(bucketMiB: bucketIsAuto ? nil : try x.double("bucket_mb", default: 1, range: 0.001...4096),
                                         overlap: try x.string("overlap", default: "blocking", allowed: ["blocking", "polling", "thread"]),
                                         transport: try x.string("transport", default: "auto", allowed: ["auto", "mpi", "shared_memory"]),
                                         deterministic: try x.bool("deterministic", default: false),

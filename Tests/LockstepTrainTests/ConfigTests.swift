@@ -47,6 +47,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(config.epochs, 1)
         XCTAssertEqual(config.distributed.bucketMiB, 1)
         XCTAssertEqual(config.distributed.transport, "auto")
+        let auto = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["distributed.bucket_mb=auto"])
+        XCTAssertNil(auto.distributed.bucketMiB)
+        XCTAssertNotEqual(auto.hash, config.hash)
     }
 
     func testConfigHashFollowsTheResolvedValuesNotTheText() throws {
@@ -74,6 +77,8 @@ final class ConfigTests: XCTestCase {
         assertConfigError(minimal, overrides: ["optimizer.lr=-1"], contains: ["optimizer.lr", "out of range"])
         assertConfigError(minimal, overrides: ["optimizer.type=lbfgs"], contains: ["optimizer.type", "lbfgs", "sgd"])
         assertConfigError(minimal, overrides: ["distributed.transport=rdma"], contains: ["distributed.transport", "rdma", "shared_memory"])
+        assertConfigError(minimal, overrides: ["distributed.bucket_mb=fast"], contains: ["distributed.bucket_mb", "'fast'", "or auto"])
+        assertConfigError(minimal, overrides: ["distributed.bucket_mb=0"], contains: ["distributed.bucket_mb", "out of range"])
         assertConfigError(minimal, overrides: ["distributed.deterministic=maybe"], contains: ["distributed.deterministic", "true or false"])
         assertConfigError(minimal, overrides: ["optimizer.nesterov=true"], contains: ["optimizer.nesterov", "momentum"])
         assertConfigError("model: [1, 2]", contains: ["model", "expected a mapping"])

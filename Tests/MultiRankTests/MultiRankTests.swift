@@ -92,6 +92,17 @@ final class MultiRankTests: XCTestCase {
         }
     }
 
+    /// bucket_mb auto on the MPI path: every rank plans the same buckets from the timed allreduces (a mismatch would
+    /// hang or fail the run), the choice is printed, and training still matches one big batch.
+    func testAutoBucketSizeFromTimedAllreduces() throws {
+        let extra = ["--set", "distributed.transport=mpi", "--set", "distributed.overlap=polling", "--set", "distributed.bucket_mb=auto"]
+        let result = try MPIRun.run(ranks: 4, ["train", "--config", MPIRun.config("fashion-mlp.yaml")] + extra + subset(steps: 10))
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.stdout.components(separatedBy: "distributed.bucket_mb auto: allreduce of 4.0 KiB").count - 1, 1, result.stdout)
+        XCTAssertTrue(result.stdout.contains("buckets of"), result.stdout)
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32, extra: extra)
+    }
+
     /// transport shared_memory where it cannot work is a config error naming the key, on every rank.
     func testSharedMemoryTransportWithOverlapIsRejected() throws {
         let result = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "distributed.transport=shared_memory",
