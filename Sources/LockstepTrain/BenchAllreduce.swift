@@ -115,19 +115,14 @@ public enum AllreduceBench {
     public static func table(_ rows: [Row], ranks: Int) -> String {
         var lines = ["       bytes  reps   comm µs  comm busbw GB/s    raw µs  raw busbw GB/s    shm µs  shm busbw GB/s"]
         for row in rows {
+            // µs and busbw of one optional path, or dashes where it was not measured.
+            func column(_ seconds: Double?) -> String {
+                guard let seconds else { return "         -               -" }
+                return String(format: " %9.2f %15.3f", seconds * 1e6, busBandwidth(bytes: row.bytes, seconds: seconds, ranks: ranks) / 1e9)
+            }
             let busbw = busBandwidth(bytes: row.bytes, seconds: row.communicatorSeconds, ranks: ranks) / 1e9
-            var line = String(format: "%12d %5d %9.2f %16.3f", row.bytes, row.repetitions, row.communicatorSeconds * 1e6, busbw)
-            if let raw = row.rawSeconds {
-                line += String(format: " %9.2f %15.3f", raw * 1e6, busBandwidth(bytes: row.bytes, seconds: raw, ranks: ranks) / 1e9)
-            } else {
-                line += "         -               -"
-            }
-            if let shared = row.sharedMemorySeconds {
-                line += String(format: " %9.2f %15.3f", shared * 1e6, busBandwidth(bytes: row.bytes, seconds: shared, ranks: ranks) / 1e9)
-            } else {
-                line += "         -               -"
-            }
-            lines.append(line)
+            lines.append(String(format: "%12d %5d %9.2f %16.3f", row.bytes, row.repetitions, row.communicatorSeconds * 1e6, busbw)
+                         + column(row.rawSeconds) + column(row.sharedMemorySeconds))
         }
         return lines.joined(separator: "\n")
     }
@@ -139,18 +134,11 @@ public enum AllreduceBench {
             "world_size": ranks,
             "busbw_definition": "2(n-1)/n * bytes / seconds",
             "rows": rows.map { row -> [String: Any] in
-                var entry: [String: Any] = [
-                    "bytes": row.bytes, "repetitions": row.repetitions,
-                    "communicator_seconds": row.communicatorSeconds,
-                    "communicator_busbw": busBandwidth(bytes: row.bytes, seconds: row.communicatorSeconds, ranks: ranks),
-                ]
-                if let raw = row.rawSeconds {
-                    entry["raw_seconds"] = raw
-                    entry["raw_busbw"] = busBandwidth(bytes: row.bytes, seconds: raw, ranks: ranks)
-                }
-                if let shared = row.sharedMemorySeconds {
-                    entry["shared_memory_seconds"] = shared
-                    entry["shared_memory_busbw"] = busBandwidth(bytes: row.bytes, seconds: shared, ranks: ranks)
+                var entry: [String: Any] = ["bytes": row.bytes, "repetitions": row.repetitions]
+                let paths = [("communicator", row.communicatorSeconds), ("raw", row.rawSeconds), ("shared_memory", row.sharedMemorySeconds)]
+                for case let (name, seconds?) in paths {
+                    entry[name + "_seconds"] = seconds
+                    entry[name + "_busbw"] = busBandwidth(bytes: row.bytes, seconds: seconds, ranks: ranks)
                 }
                 return entry
             },
