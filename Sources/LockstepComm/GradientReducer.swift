@@ -24,6 +24,17 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     case sharedMemory
 }
 
+/// A deliberately wrong reduction, for tests that must show they catch one.
+public enum ReductionFault: String, Sendable, CaseIterable {
+    /// Reduce correctly.
+    case none
+    /// Leave the sum over ranks instead of the mean.
+    case sum
+    /// Never reduce the bucket launched first (the top layers): each rank keeps its own gradients there.
+    /// Blocking, deterministic and shared-memory modes only (the overlap modes start buckets during backward).
+    case skipBucket = "skip_bucket"
+}
+
 /// A contiguous run of gradients covering whole layers, reduced as one message.
 public struct GradientBucket: Sendable, Equatable, CustomStringConvertible {
     /// Element range in the flat gradient buffer.
@@ -69,6 +80,13 @@ public final class GradientReducer {
     /// `DispatchTime` uptime nanoseconds for each bucket; start is the blocking call's start, or the launch time
     /// for buckets reduced in the background (end = when `finish()` saw them complete). Nil costs nothing.
     public var bucketReduced: ((Int, UInt64, UInt64) -> Void)?
+    /// Fault injection for tests; `.none` unless a test asks.
+    public var fault = ReductionFault.none {
+        didSet {
+            precondition(fault != .skipBucket || mode == .blocking || mode == .deterministic || mode == .sharedMemory,
+                         "reduction fault skip_bucket needs a reduction mode without overlap, have \(mode)")
+        }
+    }
 
     private let bucketOfLayer: [Int]  // -1 for parameter-free layers below the last bucket
     private var layerDone: [Bool]
@@ -220,12 +238,13 @@ public final class GradientReducer {
     /// the reducer is then ready for the next step.
     public func finish() throws {
         for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket, inFinish: true) }
-        let scale = 1 / Float(communicator.size)
+        let scale = fault == .sum ? 1 : 1 / Float(communicator.size)
         // Deferred buckets sit at the end of the launch order, after every nonblocking start or hand-off,
         // so all ranks issue collectives in the same order.
         for position in 0..<launchedCount {
             let bucket = launchOrder[position]
             let waitStart = bucketReduced == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            if fault == .skipBucket && position == 0 { continue }
             switch mode {
             case .blocking:
                 try allreduceInChunks(slice(bucket))
@@ -254,9 +273,13 @@ public final class GradientReducer {
                 let background = (mode == .overlapPolling || mode == .overlapThread) && !deferred[bucket]
                 bucketReduced(bucket, background ? launchNanoseconds[bucket] : waitStart, DispatchTime.now().uptimeNanoseconds)
             }
-            // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight.
-            if communicator.size > 1 && mode != .sharedMemory { Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound,
-                                                     by: scale, count: buckets[bucket].elements.count) }
+            // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight; the
+            // shared-memory reduction averages as it sums.
+            let factor = mode == .sharedMemory ? (fault == .sum ? Float(communicator.size) : 1) : scale
+            if communicator.size > 1 && factor != 1 {
+                Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound, by: factor,
+                              count: buckets[bucket].elements.count)
+            }
         }
         if let error = worker?.takeError() { throw error }
         clearStep()

@@ -25,9 +25,11 @@ public final class BatchLoader {
     private let shared: Shared
 
     /// Creates a loader for `dataset` with room for `perRankBatch` samples per slot; starts its worker thread.
-    public init(dataset: Dataset, perRankBatch: Int, prefetch: Bool = true) {
+    /// `reverseOrder` delivers each batch's samples last to first: the same batch with every sum over it grouped
+    /// differently (tests measure float rounding spread with it).
+    public init(dataset: Dataset, perRankBatch: Int, prefetch: Bool = true, reverseOrder: Bool = false) {
         precondition(perRankBatch > 0, "BatchLoader perRankBatch must be positive, got \(perRankBatch)")
-        shared = Shared(dataset: dataset, perRankBatch: perRankBatch)
+        shared = Shared(dataset: dataset, perRankBatch: perRankBatch, reverseOrder: reverseOrder)
         self.prefetch = prefetch
         guard prefetch else { return }
         let shared = self.shared
@@ -79,7 +81,7 @@ public final class BatchLoader {
         let position = syncBase + syncStep * plan.globalBatch(perRankBatch: shared.perRankBatch)
         let positions = plan.indices(position: position, perRankBatch: shared.perRankBatch, rank: syncRank)
         let features = shared.featureSlots[0], targets = shared.targetSlots[0]
-        shared.dataset.gather(plan.permutation[positions], features: features.pointer, targets: targets.pointer)
+        shared.gather(plan, positions, into: 0)
         defer { syncStep += 1 }
         return Batch(features: UnsafePointer(features.pointer), targets: UnsafePointer(targets.pointer),
                      sampleCount: positions.count, step: syncStep, positions: positions)
@@ -98,6 +100,7 @@ private final class Shared: @unchecked Sendable {
     let perRankBatch: Int
     let featureSlots: [FloatBuffer]
     let targetSlots: [FloatBuffer]
+    let reverseOrder: Bool
 
     let condition = NSCondition()
     // Bumped by start/cancel; a fill that began under an older generation is discarded.
@@ -116,9 +119,10 @@ private final class Shared: @unchecked Sendable {
     var fillingSlot: Int?
     var shuttingDown = false
 
-    init(dataset: Dataset, perRankBatch: Int) {
+    init(dataset: Dataset, perRankBatch: Int, reverseOrder: Bool) {
         self.dataset = dataset
         self.perRankBatch = perRankBatch
+        self.reverseOrder = reverseOrder
         featureSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.featureWidth) }
         targetSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.targetWidth) }
     }
@@ -186,6 +190,17 @@ private final class Shared: @unchecked Sendable {
                      sampleCount: positions.count, step: step, positions: positions)
     }
 
+    /// Copies the samples at `positions` of the plan's permutation into slot `slot`.
+    func gather(_ plan: EpochPlan, _ positions: Range<Int>, into slot: Int) {
+        let indices = plan.permutation[positions]
+        let features = featureSlots[slot].pointer, targets = targetSlots[slot].pointer
+        if reverseOrder {
+            dataset.gather(indices.reversed(), features: features, targets: targets)
+        } else {
+            dataset.gather(indices, features: features, targets: targets)
+        }
+    }
+
     /// Worker: waits for a free slot of the current epoch, fills it outside the lock, publishes it.
     func workerLoop() {
         condition.lock()
@@ -207,8 +222,7 @@ private final class Shared: @unchecked Sendable {
 
             let position = job.base + job.step * job.plan.globalBatch(perRankBatch: perRankBatch)
             let positions = job.plan.indices(position: position, perRankBatch: perRankBatch, rank: job.rank)
-            dataset.gather(job.plan.permutation[positions], features: featureSlots[job.slot].pointer,
-                           targets: targetSlots[job.slot].pointer)
+            gather(job.plan, positions, into: job.slot)
 
             condition.lock()
             fillingSlot = nil

@@ -123,11 +123,13 @@ public final class Trainer {
         // The rank's core budget is its BLAS thread count (OPENBLAS_NUM_THREADS from the launcher, else cores / local ranks).
         let coresPerRank = BLAS.threadCount
         loader = BatchLoader(dataset: trainSet, perRankBatch: config.batchSize,
-                             prefetch: config.data.prefetch == "true" || (config.data.prefetch == "auto" && coresPerRank > 1))
+                             prefetch: config.data.prefetch == "true" || (config.data.prefetch == "auto" && coresPerRank > 1),
+                             reverseOrder: config.debug.reverseBatches)
 
         try Trainer.checkRanksAgree(config: config, model: model, trainSet: trainSet, testSet: testSet, communicator: communicator)
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
         (reducer, bucketCapacityBytes) = try Trainer.makeReducer(config.distributed, model: model, communicator: communicator, log: log)
+        reducer.fault = config.debug.reductionFault
         if config.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: config.seed).split(1))
         try prepareCheckpoints()

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepComm
 import LockstepCore
 
 /// Everything a training run needs, read and validated from YAML before any work starts.
@@ -109,6 +110,10 @@ public struct TrainingConfig: Sendable {
         /// Rank `hangRank` stops responding at step `hangStep` (-1 = never): exercises the watchdog.
         public var hangStep: Int
         public var hangRank: Int
+        /// A deliberately wrong gradient reduction (tests show their bound catches it).
+        public var reductionFault: ReductionFault
+        /// Deliver each batch's samples in reverse order (tests measure the float rounding spread with it).
+        public var reverseBatches: Bool
     }
 
     public var seed: UInt64
@@ -273,7 +278,13 @@ public struct TrainingConfig: Sendable {
                             nanRank: try g.int("nan_rank", default: 0, range: 0...Int.max),
                             stepDelayMilliseconds: try g.int("step_delay_ms", default: 0, range: 0...60_000),
                             hangStep: try g.int("hang_step", default: -1, range: -1...Int.max),
-                            hangRank: try g.int("hang_rank", default: 0, range: 0...Int.max))
+                            hangRank: try g.int("hang_rank", default: 0, range: 0...Int.max),
+                            reductionFault: ReductionFault(rawValue: try g.string("reduction_fault", default: "none",
+                                                                                  allowed: ReductionFault.allCases.map(\.rawValue)))!,
+                            reverseBatches: try g.bool("reverse_batches", default: false))
+        if debug.reductionFault == .skipBucket && distributed.overlap != "blocking" && !distributed.deterministic {
+            throw ConfigError("key 'debug.reduction_fault': skip_bucket needs distributed.overlap 'blocking' (the overlap modes start buckets during backward)")
+        }
         try g.rejectUnknownKeys()
 
         try root.rejectUnknownKeys()

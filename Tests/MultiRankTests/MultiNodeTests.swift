@@ -50,23 +50,12 @@ final class MultiNodeTests: XCTestCase {
     /// 3 hosts × 1 rank × batch 32 over TCP end with the parameters of 1 process × batch 96.
     func testThreeHostsMatchOneProcessWithTripleBatch() throws {
         try up(3)
-        let single = directory + "/single.f32", parallel = directory + "/parallel.f32"
         let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
                     "--set", "data.test_subset=1000", "--set", "training.epochs=10", "--set", "training.max_steps=60",
                     "--set", "distributed.check_every=10"]
-        let one = try MPIRun.run(ranks: 0, base + ["--set", "training.batch_size=96", "--dump-parameters", single])
-        XCTAssertEqual(one.status, 0, "1 process failed: \(one.stderr)")
-        let three = try cluster("run", "1", base + ["--set", "training.batch_size=32", "--dump-parameters", parallel, "--print-checksum"])
-        XCTAssertEqual(three.status, 0, "3 hosts failed: \(three.stderr)")
-        XCTAssertTrue(three.stdout.contains("on 3 ranks"), three.stdout)
-        let a = try MPIRun.floats(parallel), b = try MPIRun.floats(single)
-        XCTAssertEqual(a.count, b.count)
-        XCTAssertEqual(a.count, 235_146)
-        let difference = MPIRun.relativeDifference(a, b)
-        XCTAssertLessThanOrEqual(difference, 1e-4, "3 hosts × 32 vs 1 × 96: relative difference \(difference)")
-        let checksums = three.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }
-        XCTAssertEqual(checksums.count, 3, three.stdout)
-        XCTAssertEqual(Set(checksums.map { $0.split(separator: " ").last! }).count, 1, "hosts disagree: \(three.stdout)")
+        let outcome = try Equivalence.measure(base: base, ranks: 3, batch: 32) { try self.cluster("run", "1", $0) }
+        Equivalence.assertHolds(outcome, ranks: 3, "3 hosts × 32 vs 1 × 96")
+        XCTAssertTrue(outcome.parallel.stdout.contains("on 3 ranks"), outcome.parallel.stdout)
     }
 
     /// kill -9 of every process of one host mid-run ends the job; the newest checkpoint verifies and training resumes
