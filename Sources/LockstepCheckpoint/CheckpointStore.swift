@@ -290,3 +290,52 @@ public struct CheckpointStore: Sendable {
         return search
     }
 }
+
+/// An exclusive claim on a checkpoint directory for one job's lifetime (`flock` on `DIR/lock`).
+///
+/// Two jobs writing one directory would interleave `latest` and prune each other's files. The kernel drops the
+/// lock when the holder exits, however it exits, so a crashed job never leaves a stale claim.
+public final class CheckpointDirectoryLock: @unchecked Sendable {
+    /// Path of the lock file.
+    public let path: String
+    private var descriptor: Int32
+
+    fileprivate init(path: String, descriptor: Int32) { self.path = path; self.descriptor = descriptor }
+
+    deinit { release() }
+
+    /// Gives the directory up (also done on deinit and by the kernel at exit).
+    public func release() {
+        guard descriptor >= 0 else { return }
+        close(descriptor)  // closing the only descriptor releases the flock
+        descriptor = -1
+    }
+}
+
+extension CheckpointStore {
+    /// Name of the lock file a running job holds.
+    public static let lockFileName = "lock"
+
+    /// Claims the directory for this job, creating it if needed; fails naming the holder (pid, host, start time)
+    /// when another job holds it.
+    public func lock() throws(CheckpointError) -> CheckpointDirectoryLock {
+        try POSIX.makeDirectories(directory)
+        let path = join(Self.lockFileName)
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw CheckpointError(file: path, systemErrorText("open the lock file", errno)) }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            let holder = (try? POSIX.readFile(path)).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            close(descriptor)
+            guard code == EWOULDBLOCK else { throw CheckpointError(file: path, systemErrorText("lock the checkpoint directory", code)) }
+            throw CheckpointError(file: directory, "checkpoint directory is in use by another job (\(holder.isEmpty ? "holder unknown" : holder)); "
+                                  + "two jobs must not write one checkpoint directory: wait for it to end, or give this one another --checkpoint-dir")
+        }
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let owner = "pid \(getpid()) on host \(String(cString: host)), since \(ISO8601DateFormatter().string(from: Date()))\n"
+        _ = ftruncate(descriptor, 0)
+        _ = Array(owner.utf8).withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        return CheckpointDirectoryLock(path: path, descriptor: descriptor)
+    }
+}

@@ -214,9 +214,17 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         lockstep_mpi_allreduce_sum_float(buffer.baseAddress, buffer.count)
     }
 
+    /// Seconds `abort` waits for MPI_Abort before this process leaves on its own.
+    public static let abortGraceSeconds = 5.0
+
     public func abort(code: Int32) -> Never {
+        // MPI_Abort asks mpirun to end the job and can block for ever when a peer host is frozen (its daemon never
+        // answers), so a thread ends this process after a grace period whatever MPI_Abort does. _exit, not exit:
+        // atexit handlers could call into the same stuck MPI library.
+        let deadline = Thread { Thread.sleep(forTimeInterval: Self.abortGraceSeconds); _exit(code) }
+        deadline.start()
         _ = lockstep_mpi_abort(code)
-        exit(code)  // MPI_Abort does not return in practice; exit covers a failed abort.
+        _exit(code)
     }
 
     // MARK: Helpers

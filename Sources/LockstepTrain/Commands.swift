@@ -40,6 +40,12 @@ extension Session {
         let accuracy = summary.testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
         say(String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",
                    accuracy, summary.testLoss, summary.steps, summary.skippedSteps, summary.samplesPerSecond, summary.seconds))
+        if trainer.stoppedOnRequest && isLeader {
+            // On stderr, where the launchers look for it: mpirun exits 1 after a forwarded SIGTERM even when every
+            // rank stopped cleanly, and this line is how `launch/supervise` tells that apart from a crash.
+            let saved = checkpointDirectory.map { "final checkpoint in \($0), continue with --resume auto" } ?? "no --checkpoint-dir, nothing saved"
+            FileHandle.standardError.write(Data("lockstep: stopped on request at step \(summary.steps) on every rank; \(saved)\n".utf8))
+        }
         if printChecksum {
             print("rank \(communicator.rank) parameter checksum \(String(summary.parameterChecksum, radix: 16))")
         }

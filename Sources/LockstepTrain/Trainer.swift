@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCheckpoint
 import LockstepComm
 import LockstepCore
 import LockstepData
@@ -46,6 +47,8 @@ public final class Trainer {
     public var timings: StepTimings?
     /// When set, every step's phases, each layer's backward and each bucket's allreduce are recorded (Chrome trace).
     public var trace: TrainingTrace?
+    /// Whether the run ended early because a rank received SIGINT/SIGTERM (every rank stopped at the same step).
+    public internal(set) var stoppedOnRequest = false
     /// Epoch being trained (0-based).
     public internal(set) var epoch = 0
     /// Global sample position within the epoch's permutation where the next step starts (the resume cursor).
@@ -53,6 +56,10 @@ public final class Trainer {
     /// Checkpointing for this run.
     public let checkpoints: CheckpointSettings
     var lastSavedStep = -1
+    /// Each rank's host, in rank order (for diagnoses).
+    let hostNames: [String]
+    /// Rank 0's claim on the checkpoint directory, held until the trainer goes away.
+    var checkpointLock: CheckpointDirectoryLock?
 
     private let schedule: LearningRateSchedule
     private let reducer: GradientReducer
@@ -127,6 +134,7 @@ public final class Trainer {
                              reverseOrder: config.debug.reverseBatches)
 
         try Trainer.checkRanksAgree(config: config, model: model, trainSet: trainSet, testSet: testSet, communicator: communicator)
+        hostNames = try Watchdog.gatherHostNames(communicator)
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
         (reducer, bucketCapacityBytes) = try Trainer.makeReducer(config.distributed, model: model, communicator: communicator, log: log)
         reducer.fault = config.debug.reductionFault
@@ -287,11 +295,12 @@ public final class Trainer {
         var lastMetrics: EpochMetrics?
         let start = Date()
         var control = [Int64](repeating: 0, count: 9)
-        let watchdog = config.distributed.timeoutSeconds > 0 && world > 1
-            ? Watchdog(timeout: config.distributed.timeoutSeconds, communicator: communicator, directory: flightRecorderDirectory)
+        let watchdog = config.distributed.timeoutSeconds > 0
+            ? Watchdog(timeout: config.distributed.timeoutSeconds, communicator: communicator, directory: flightRecorderDirectory,
+                       hostNames: hostNames)
             : nil
         defer { watchdog?.stop() }
-        var stopping = false
+        stoppedOnRequest = false
         var reachedMaxSteps = false
         if let trace {
             trace.prepare(layerKinds: model.layers.map(\.kind), bucketDescriptions: reducer.buckets.map(\.description))
@@ -299,7 +308,7 @@ public final class Trainer {
         }
         defer { reducer.bucketReduced = nil }
 
-        epochs: while epoch < config.epochs && !stopping {
+        epochs: while epoch < config.epochs && !stoppedOnRequest {
             let plan = Trainer.epochPlan(config, samples: trainSet.count, worldSize: world, epoch: epoch)
             let window = plan.globalBatch(perRankBatch: b)
             let microSteps = plan.stepsRemaining(fromPosition: epochPosition, perRankBatch: b)
@@ -409,7 +418,7 @@ public final class Trainer {
                 onStep(step, stepInEpoch + 1, Float(lossSum / Double(max(localSamples, 1))))
                 if control[4] != 0 {
                     if rank == 0 { log("stop requested: every rank stops at step \(step)") }
-                    stopping = true
+                    stoppedOnRequest = true
                     break
                 }
                 if checkpoints.enabled && checkpoints.everySteps > 0 && step % checkpoints.everySteps == 0 {
@@ -423,7 +432,7 @@ public final class Trainer {
             var sums = [epochLoss, Double(epochSamples)]
             try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
             trainedSamples += Int(sums[1])
-            if stopping || (reachedMaxSteps && sums[1] == 0) { break }
+            if stoppedOnRequest || (reachedMaxSteps && sums[1] == 0) { break }
             let evaluation = try evaluate()
             let metrics = EpochMetrics(epoch: epoch + 1, step: step, trainLoss: sums[0] / max(sums[1], 1),
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
@@ -439,7 +448,7 @@ public final class Trainer {
         try checkParametersAgree()
         if checkpoints.enabled && lastSavedStep != step { try saveCheckpoint() }
         let evaluation: (loss: Double, accuracy: Double?)
-        if let lastMetrics, !stopping { evaluation = (lastMetrics.testLoss, lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
+        if let lastMetrics, !stoppedOnRequest { evaluation = (lastMetrics.testLoss, lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
         return RunSummary(testAccuracy: evaluation.accuracy, testLoss: evaluation.loss, trainLoss: lastMetrics?.trainLoss ?? .nan,
                           samplesPerSecond: Double(trainedSamples) / max(trainSeconds, 1e-9), steps: step,
                           skippedSteps: skippedSteps, worldSize: world, seconds: Date().timeIntervalSince(start),

@@ -32,7 +32,7 @@ extension Trainer {
         (model.parameters.slots + model.state.slots).map { "\($0.name)\($0.shape)" }.joined(separator: ";")
     }
 
-    /// Rank 0 checks the directory is writable and loads the resume checkpoint; every rank learns the outcome
+    /// Rank 0 claims the directory (another job holding it is an error), checks it is writable and loads the resume checkpoint; every rank learns the outcome
     /// together (so a bad checkpoint stops all ranks with rank 0's message, before any work).
     func prepareCheckpoints() throws {
         var failure: String?
@@ -40,7 +40,9 @@ extension Trainer {
         if communicator.rank == 0 {
             do {
                 if let directory = checkpoints.directory {
-                    try CheckpointStore(directory: directory, keep: checkpoints.keep).checkWritable()
+                    let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
+                    checkpointLock = try store.lock()
+                    try store.checkWritable()
                 }
                 if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
                     let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)

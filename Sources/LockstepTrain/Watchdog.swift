@@ -2,12 +2,13 @@ import Foundation
 import LockstepComm
 import Synchronization
 
-/// Bounds how long a rank may go without progress (a collective that never completes, a stuck peer).
+/// Bounds how long a rank may go without progress (a collective that never completes, a stuck peer, a blocked read).
 ///
 /// The training thread calls `beat()` at every step and around long phases. If no beat arrives within the
 /// timeout, this rank writes its recent collectives to `directory/flight-rank-R.txt`, waits briefly for the other
 /// ranks' files, names the first collective where the ranks' records disagree (or the rank that fell behind),
-/// and aborts the whole job — a clear failure instead of a hang.
+/// and aborts the whole job — a clear failure instead of a hang. A single process (no peers) just reports the step
+/// it is stuck in and exits.
 final class Watchdog: @unchecked Sendable {
     private let lastBeat = Atomic<UInt64>(0)
     private let step = Atomic<Int>(0)
@@ -15,11 +16,14 @@ final class Watchdog: @unchecked Sendable {
     private let timeout: Double
     private let communicator: Communicator
     private let directory: String
+    private let hostNames: [String]
 
-    init(timeout: Double, communicator: Communicator, directory: String) {
+    /// `hostNames[r]` is rank r's host (from `gatherHostNames`), so a diagnosis names where a silent rank runs.
+    init(timeout: Double, communicator: Communicator, directory: String, hostNames: [String]) {
         self.timeout = timeout
         self.communicator = communicator
         self.directory = directory
+        self.hostNames = hostNames
         beat(step: 0)
         let thread = Thread { [self] in self.watch() }
         thread.name = "lockstep.watchdog"
@@ -45,6 +49,13 @@ final class Watchdog: @unchecked Sendable {
 
     private func fire(idle: Double) -> Never {
         let rank = communicator.rank
+        guard communicator.size > 1 else {
+            let message = "lockstep: error: watchdog: no progress for \(Int(idle)) s at step \(step.load(ordering: .relaxed)) "
+                + "(distributed.timeout_seconds = \(timeout)): this process is stuck outside any collective "
+                + "(a blocked read from the data or checkpoint directory, a deadlock); ending it\n"
+            FileHandle.standardError.write(Data(message.utf8))
+            communicator.abort(code: 3)
+        }
         let records = communicator.recentCollectives(limit: 32)
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let mine = "\(directory)/flight-rank-\(rank).txt"
@@ -59,14 +70,31 @@ final class Watchdog: @unchecked Sendable {
                 perRank[other] = text.split(separator: "\n").map(String.init)
             }
         }
-        message += "[rank \(rank)] " + Watchdog.diagnose(perRank, worldSize: communicator.size) + "\n"
+        message += "[rank \(rank)] " + Watchdog.diagnose(perRank, worldSize: communicator.size, hostNames: hostNames) + "\n"
         message += "[rank \(rank)] recent collectives (flight recorder, \(mine)):\n" + records.suffix(8).map { "  \($0)" }.joined(separator: "\n") + "\n"
         FileHandle.standardError.write(Data(message.utf8))
         communicator.abort(code: 3)
     }
 
-    /// Names the first sequence number where ranks' recorded collectives differ, or the ranks that fell behind.
-    static func diagnose(_ perRank: [Int: [String]], worldSize: Int) -> String {
+    /// Every rank's host name, in rank order (collective: every rank calls it at the same point).
+    static func gatherHostNames(_ communicator: Communicator) throws -> [String] {
+        var name = [UInt8](repeating: 0, count: 64)
+        name.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { _ = gethostname($0.baseAddress!, 63) }
+        }
+        var all = [UInt8](repeating: 0, count: 64 * communicator.size)
+        try name.withUnsafeBytes { send in try all.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
+        return (0..<communicator.size).map { rank in
+            String(decoding: all[(rank * 64)..<(rank * 64 + 64)].prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    /// Names the first sequence number where ranks' recorded collectives differ, or the ranks that fell behind
+    /// (with their hosts when `hostNames` has one per rank).
+    static func diagnose(_ perRank: [Int: [String]], worldSize: Int, hostNames: [String] = []) -> String {
+        func ranks(_ list: [Int]) -> String {
+            list.map { hostNames.count == worldSize ? "\($0) (host \(hostNames[$0]))" : String($0) }.joined(separator: ", ")
+        }
         func parse(_ line: String) -> (UInt64, String)? {
             guard line.hasPrefix("#"), let space = line.firstIndex(of: " "),
                   let sequence = UInt64(line[line.index(after: line.startIndex)..<space]) else { return nil }
@@ -94,12 +122,12 @@ final class Watchdog: @unchecked Sendable {
         var parts: [String] = []
         if !behind.isEmpty {
             let ahead = last.first { $0.value.0 == furthest }!
-            parts.append("rank \(behind.map(String.init).joined(separator: ", ")) never reached collective #\(furthest) "
+            parts.append("rank \(ranks(behind)) never reached collective #\(furthest) "
                          + "(\(ahead.value.1), where rank \(ahead.key) waits); its last is "
                          + behind.map { "#\(last[$0]!.0) \(last[$0]!.1)" }.joined(separator: ", "))
         }
         if !missing.isEmpty {
-            parts.append("no flight record from rank \(missing.map(String.init).joined(separator: ", ")) (dead, or its watchdog has not fired)")
+            parts.append("no flight record from rank \(ranks(missing)) (dead, frozen, or its watchdog has not fired)")
         }
         return parts.isEmpty ? "every rank is in the same collective (#\(furthest)): a peer or the network stopped responding"
                              : parts.joined(separator: "; ")

@@ -54,7 +54,8 @@ enum MPIRun {
         return try execute(command, timeout: timeout)
     }
 
-    static func execute(_ command: [String], timeout: Double) throws -> Result {
+    /// Runs `command` to its end (killing it after `timeout`); `onStart` receives its PID once it runs.
+    static func execute(_ command: [String], timeout: Double, onStart: ((pid_t) -> Void)? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = command
@@ -72,6 +73,7 @@ enum MPIRun {
         process.standardError = try FileHandle(forWritingTo: errorFile)
         let start = Date()
         try process.run()
+        onStart?(process.processIdentifier)
         while process.isRunning {
             if Date().timeIntervalSince(start) > timeout {
                 process.terminate()
