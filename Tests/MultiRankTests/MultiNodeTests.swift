@@ -96,6 +96,56 @@ final class MultiNodeTests: XCTestCase {
         try assertEndedByFault(failed, lostHost: victim, lostRank: 1)
     }
 
+    /// Every process of one host frozen (SIGSTOP: a kernel lockup, a D-state NFS wait, a paused VM). The healthy
+    /// ranks' watchdogs fire after `timeout_seconds`, name the silent rank and its host, and leave on their own; the
+    /// launcher ends mpirun, which would otherwise wait on the frozen daemon for ever. Bound: the timeout, 2 s for
+    /// the flight records, 5 s abort grace, the launcher's 10 s grace, 3 s TERM→KILL, and slack.
+    func testFrozenHostEndsJobWithinTheWatchdogBound() throws {
+        try up(3)
+        let victim = "\(Self.prefix)3"
+        let timeout = 10.0
+        final class Frozen: @unchecked Sendable { var pids: [pid_t] = [] }
+        let frozen = Frozen()
+        defer { for pid in frozen.pids { kill(pid, SIGCONT); kill(pid, SIGKILL) } }
+        let failed = try runWithFault(extra: ["--set", "distributed.timeout_seconds=\(Int(timeout))"]) {
+            frozen.pids = try Self.command(["ip", "netns", "pids", victim]).stdout.split(separator: "\n").compactMap { pid_t($0) }
+            XCTAssertFalse(frozen.pids.isEmpty, "no processes on \(victim) to freeze")
+            for pid in frozen.pids { kill(pid, SIGSTOP) }
+        }
+        let output = failed.result.stdout + failed.result.stderr
+        XCTAssertNotEqual(failed.result.status, 0, output)
+        XCTAssertLessThanOrEqual(failed.secondsToExit, timeout + 30, "mpirun took \(failed.secondsToExit) s to exit: \(output)")
+        XCTAssertTrue(output.contains("watchdog: no progress"), output)
+        XCTAssertTrue(output.contains("rank 2 (host \(victim))"), "the diagnosis should name rank 2 on \(victim): \(output)")
+        // The healthy hosts' processes are gone; the frozen ones stay until thawed (the defer kills them).
+        let deadline = Date().addingTimeInterval(10)
+        var healthy = try namespacePIDs().filter { !frozen.pids.contains($0) }
+        while !healthy.isEmpty && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            healthy = try namespacePIDs().filter { !frozen.pids.contains($0) }
+        }
+        XCTAssertEqual(healthy, [], "processes of the healthy hosts still running 10 s after mpirun ended")
+    }
+
+    /// Hosts on 10 Mbit/s links (tc tbf both ways): every step's allreduce takes most of a second, yet the watchdog at
+    /// its default timeout stays quiet and the parameters are bit-identical to the same run on unlimited links.
+    func testSlowLinksChangeNeitherResultsNorTripTheWatchdog() throws {
+        try up(2)
+        let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
+                    "--set", "data.test_subset=1000", "--set", "training.max_steps=12", "--set", "distributed.check_every=4"]
+        let fastPath = directory + "/fast.f32", slowPath = directory + "/slow.f32"
+        let fast = try cluster("run", "1", base + ["--dump-parameters", fastPath])
+        XCTAssertEqual(fast.status, 0, fast.stderr)
+        let limit = try cluster("rate", "10mbit")
+        XCTAssertEqual(limit.status, 0, limit.stderr)
+        let slow = try cluster("run", "1", base + ["--dump-parameters", slowPath], timeout: 300)
+        XCTAssertEqual(slow.status, 0, slow.stderr)
+        XCTAssertFalse(slow.stderr.contains("watchdog"), slow.stderr)
+        // 12 allreduces of 0.94 MB at 1.25 MB/s: the limit must have been in force.
+        XCTAssertGreaterThan(slow.seconds, fast.seconds + 5, "the 10 Mbit/s limit did not slow the run")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: slowPath)), try Data(contentsOf: URL(fileURLWithPath: fastPath)))
+    }
+
     // MARK: - Helpers
 
     private struct FaultRun {
@@ -119,7 +169,7 @@ final class MultiNodeTests: XCTestCase {
     }
 
     /// Starts 3 hosts × 1 rank, slowed to ~50 ms per step, and runs `fault` once two checkpoints exist (mid-run).
-    private func runWithFault(_ fault: @escaping @Sendable () throws -> Void) throws -> FaultRun {
+    private func runWithFault(extra: [String] = [], _ fault: @escaping @Sendable () throws -> Void) throws -> FaultRun {
         let checkpointDirectory = directory + "/checkpoints"
         let clock = FaultClock()
         let injector = Thread {
@@ -129,7 +179,7 @@ final class MultiNodeTests: XCTestCase {
             clock.mark()
         }
         injector.start()
-        let result = try cluster("run", "1", trainArguments(delay: 50) + ["--set", "training.max_steps=400"],
+        let result = try cluster("run", "1", trainArguments(delay: 50) + ["--set", "training.max_steps=400"] + extra,
                                  timeout: 90 + Self.faultBound)
         let end = Date()
         let faultTime = try XCTUnwrap(clock.value, "the fault was never injected: \(result.stdout)\(result.stderr)")

@@ -43,7 +43,7 @@ final class MultiRankTests: XCTestCase {
 
     func testCNNWithAdamOnTwoRanksMatchesOneBigBatch() throws {
         try assertEquivalent(config: "fashion-cnn.yaml", ranks: 2, batch: 16, steps: cnnSteps,
-                             extra: ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.0005", "--set", "optimizer.momentum=0"])
+                             extra: ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.001", "--set", "optimizer.momentum=0"])
     }
 
     func testBlockingAndThreadOverlapModesMatchOneBigBatch() throws {
