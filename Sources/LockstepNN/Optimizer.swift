@@ -20,6 +20,19 @@ extension Optimizer {
         for (_, buffer) in stateBuffers { buffer.zero() }
         stepCount = 0
     }
+
+    /// `step` after adding the L1 penalty's subgradient `l1`·sign(p) (sign(0) = 0) to `gradients` in place, so every
+    /// optimizer sees it as part of the gradient, before its own weight decay; allocates nothing.
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, count: Int,
+                     learningRate: Float, l1: Float) {
+        if l1 != 0 {
+            for i in 0..<count {
+                let p = parameters[i]
+                gradients[i] += p > 0 ? l1 : (p < 0 ? -l1 : 0)
+            }
+        }
+        step(parameters: parameters, gradients: UnsafePointer(gradients), count: count, learningRate: learningRate)
+    }
 }
 
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay (PyTorch semantics,

@@ -209,6 +209,12 @@ public final class Trainer {
         case "adam", "adamw":
             return Adam(parameterCount: parameterCount, beta1: Float(o.beta1), beta2: Float(o.beta2), epsilon: Float(o.epsilon),
                         weightDecay: Float(o.weightDecay), decoupledWeightDecay: o.type == "adamw")
+        case "rmsprop":
+            return RMSprop(parameterCount: parameterCount, alpha: Float(o.alpha), epsilon: Float(o.epsilon), weightDecay: Float(o.weightDecay),
+                           momentum: Float(o.momentum), centered: o.centered)
+        case "adagrad":
+            return Adagrad(parameterCount: parameterCount, learningRateDecay: Float(o.learningRateDecay), weightDecay: Float(o.weightDecay),
+                           initialAccumulatorValue: Float(o.initialAccumulatorValue), epsilon: Float(o.epsilon))
         default:
             return SGD(parameterCount: parameterCount, momentum: Float(o.momentum), nesterov: o.nesterov, weightDecay: Float(o.weightDecay))
         }
@@ -394,7 +400,7 @@ public final class Trainer {
                         GradientClipping.clipByGlobalNorm(gradients.pointer, count: parameterCount, maxNorm: Float(config.clipGradientNorm))
                     }
                     optimizer.step(parameters: model.parameters.values.pointer, gradients: gradients.pointer,
-                                   count: parameterCount, learningRate: schedule.learningRate(step: step))
+                                   count: parameterCount, learningRate: schedule.learningRate(step: step), l1: Float(config.optimizer.l1))
                 }
                 timings?.lap(.optimizer)
                 trace?.lap(.optimizer)

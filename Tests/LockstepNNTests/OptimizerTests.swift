@@ -181,6 +181,37 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
+    func testL1AddsSignOfParametersBeforeWeightDecay() {
+        // p = [1, -2, 0], g = [0.1, -0.2, 0.3], λ = 0.01, wd = 0.1, lr = 0.1:
+        // step 1: g + λ·sign(p) + wd·p = [0.21, -0.41, 0.3] (sign(0) = 0) → p = [0.979, -1.959, -0.03];
+        // step 2: sign(p3) is now -1 → g = [0.2079, -0.3959, 0.287] → p = [0.95821, -1.91841, -0.0587].
+        let optimizer = SGD(parameterCount: 3, weightDecay: 0.1)
+        let parameters = FloatBuffer([1, -2, 0])
+        var history: [[Float]] = []
+        for _ in 0..<2 {
+            let gradients = FloatBuffer([0.1, -0.2, 0.3])
+            optimizer.step(parameters: parameters.pointer, gradients: gradients.pointer, count: 3, learningRate: 0.1, l1: 0.01)
+            withExtendedLifetime(gradients) {}
+            history.append(parameters.array)
+        }
+        assertClose(history[0], [0.979, -1.959, -0.03], "step 1")
+        assertClose(history[1], [0.95821, -1.91841, -0.0587], "step 2")
+
+        // Any optimizer: Adagrad's first step moves by lr·sign(g + λ·sign(p)), here [0.11, -0.21, 0.3].
+        let adagrad = Adagrad(parameterCount: 3)
+        let start = FloatBuffer([1, -2, 0]), gradients = FloatBuffer([0.1, -0.2, 0.3])
+        adagrad.step(parameters: start.pointer, gradients: gradients.pointer, count: 3, learningRate: 0.1, l1: 0.01)
+        withExtendedLifetime((start, gradients)) {}
+        assertClose(gradients.array, [0.11, -0.21, 0.3], "gradients with the L1 term")
+        assertClose(start.array, [0.9, -1.9, -0.1], "adagrad step 1")
+
+        // l1 = 0 leaves the gradients untouched.
+        let untouched = FloatBuffer([0.1, -0.2, 0.3]), other = FloatBuffer([1, -2, 0])
+        SGD(parameterCount: 3).step(parameters: other.pointer, gradients: untouched.pointer, count: 3, learningRate: 0.1, l1: 0)
+        withExtendedLifetime(other) {}
+        XCTAssertEqual(untouched.array, [0.1, -0.2, 0.3])
+    }
+
     func testResumingFromSavedStateMatchesUninterruptedRun() {
         let reference = Adam(parameterCount: 3)
         let expected = run(reference, learningRate: 0.01).last!
