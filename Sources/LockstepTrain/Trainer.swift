@@ -479,12 +479,15 @@ public final class Trainer {
             sums[0] += Double(loss.forward(output: output, targets: evalTargets.pointer, batch: count, width: width)) * Double(count)
             if config.loss == "cross_entropy" {
                 sums[1] += Double(countCorrect(output: output, targets: evalTargets.pointer, batch: count, width: width))
+            } else if config.loss == "bce_with_logits" {
+                // Per-label decisions, counted in samples (width labels each) so one denominator serves both losses.
+                sums[1] += Double(countCorrectBinary(logits: output, targets: evalTargets.pointer, count: count * width)) / Double(width)
             }
             sums[2] += Double(count)
             position += count
         }
         try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
-        let accuracy: Double? = config.loss == "cross_entropy" ? sums[1] / max(sums[2], 1) : nil
+        let accuracy: Double? = ["cross_entropy", "bce_with_logits"].contains(config.loss) ? sums[1] / max(sums[2], 1) : nil
         return (sums[0] / max(sums[2], 1), accuracy)
     }
 }

@@ -220,6 +220,11 @@ public struct TrainingConfig: Sendable {
         try m.rejectUnknownKeys()
 
         loss = try root.string("loss", default: "cross_entropy", allowed: ["cross_entropy", "mse", "bce_with_logits", "sequence_cross_entropy"])
+        // Layers after the softmax that keep its values probabilities (reshape, or drop some).
+        if loss.hasSuffix("cross_entropy"),
+           let last = layers.last(where: { !["flatten", "dropout", "last_time_step"].contains($0.type) }), last.type == "softmax" {
+            throw ConfigError("key 'model.layers[\(last.index)]': softmax before loss \(loss) applies softmax twice; remove the layer — \(loss) takes logits")
+        }
 
         let o = try root.child("optimizer")
         let optimizerType = try o.string("type", default: "sgd", allowed: ["sgd", "adam", "adamw", "rmsprop", "adagrad"])

@@ -118,6 +118,31 @@ final class ConfigTests: XCTestCase {
         assertConfigError(minimal, overrides: ["optimizer.type=rmsprop_v2"], contains: ["optimizer.type", "rmsprop, adagrad"])
     }
 
+    func testSoftmaxInFrontOfCrossEntropyIsRejected() throws {
+        let classifier = """
+        optimizer: {lr: 0.1}
+        model:
+          layers:
+            - {type: flatten}
+            - {type: linear, out: 10}
+            - {type: softmax}
+        """
+        assertConfigError(classifier, contains: ["key 'model.layers[2]'", "softmax before loss cross_entropy applies softmax twice",
+                                                 "remove the layer", "takes logits"])
+        assertConfigError(classifier + "\n    - {type: dropout, p: 0.1}", contains: ["model.layers[2]", "softmax twice"])
+        let sequence = """
+        data: {dataset: sequence-synthetic}
+        model: {layers: [{type: embedding, vocab: 2, dim: 4}, {type: sequence_linear, out: 2}, {type: softmax}]}
+        loss: sequence_cross_entropy
+        optimizer: {lr: 0.1}
+        """
+        assertConfigError(sequence, contains: ["model.layers[2]", "softmax before loss sequence_cross_entropy"])
+        // Softmax elsewhere, or in front of another loss, is allowed.
+        XCTAssertNoThrow(try TrainingConfig.parse(yaml: classifier, source: "t", overrides: ["loss=mse"]))
+        let inside = classifier.replacingOccurrences(of: "- {type: softmax}", with: "- {type: softmax}\n    - {type: linear, out: 10}")
+        XCTAssertNoThrow(try TrainingConfig.parse(yaml: inside, source: "t"))
+    }
+
     func testImpossibleShapesAreRejectedBeforeTraining() throws {
         let conv = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: conv2d, out: 4, kernel: 3}")
         let config = try TrainingConfig.parse(yaml: conv, source: "t")

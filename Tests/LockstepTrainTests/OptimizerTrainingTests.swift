@@ -5,7 +5,8 @@ import LockstepData
 import LockstepNN
 @testable import LockstepTrain
 
-/// The issue-14 optimizers and L1 wired through the config and the trainer, and checkpoints of their state.
+/// The issue-14 optimizers and L1 wired through the config and the trainer, checkpoints of their state, and
+/// accuracy for bce_with_logits.
 final class OptimizerTrainingTests: XCTestCase {
     private let regression = """
     seed: 3
@@ -84,5 +85,28 @@ final class OptimizerTrainingTests: XCTestCase {
             let sign: Float = initial[i] > 0 ? 1 : (initial[i] < 0 ? -1 : 0)
             XCTAssertEqual(b[i], a[i] - 0.1 * 0.5 * sign, accuracy: 1e-6, "parameter \(i)")
         }
+    }
+
+    /// Two labels per sample, target = (feature > 0); eval batches of 3 over 8 samples.
+    func testBCEWithLogitsReportsBinaryAccuracy() throws {
+        let features: [Float] = [0.5, -1, -2, 0.25, 1, 1, -0.5, -0.5, 3, -3, -1, 2, 0.1, 0.2, -0.1, -0.2]
+        let data = Dataset(features: features, targets: features.map { $0 > 0 ? 1 : 0 }, sampleShape: [2], targetWidth: 2)
+        let yaml = """
+        data: {dataset: linear-synthetic}
+        model: {layers: [{type: linear, out: 2}]}
+        loss: bce_with_logits
+        optimizer: {type: sgd, lr: 0.1}
+        training: {batch_size: 4, eval_batch_size: 3}
+        """
+        let trainer = try trainer(yaml, datasets: (data, data))
+        let weights = try XCTUnwrap(trainer.model.parameters.slots.first { $0.name.hasSuffix("weight") })
+        let values = trainer.model.parameters.values.pointer
+        values.update(repeating: 0, count: trainer.model.parameters.count)
+        // Identity weights, zero bias: every logit has its target's side of 0.
+        values[weights.offset] = 1; values[weights.offset + 3] = 1
+        XCTAssertEqual(try XCTUnwrap(trainer.evaluate().accuracy), 1, accuracy: 1e-12)
+        // The second label's logit flipped: half of the decisions are wrong.
+        values[weights.offset + 3] = -1
+        XCTAssertEqual(try XCTUnwrap(trainer.evaluate().accuracy), 0.5, accuracy: 1e-12)
     }
 }
