@@ -87,6 +87,13 @@ public func countCorrect(output: UnsafePointer<Float>, targets: UnsafePointer<Fl
     return correct
 }
 
+/// Counts logits on the side of 0 their 0/1 target names (logit > 0 predicts 1): binary accuracy for BCE with logits.
+public func countCorrectBinary(logits: UnsafePointer<Float>, targets: UnsafePointer<Float>, count: Int) -> Int {
+    var correct = 0
+    for i in 0..<count where (logits[i] > 0) == (targets[i] > 0.5) { correct += 1 }
+    return correct
+}
+
 #if canImport(Glibc)
 import Glibc
 #else

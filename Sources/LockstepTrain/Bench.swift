@@ -80,10 +80,13 @@ public enum Bench {
         for i in 0..<count { parameters.pointer[i] = rng.uniform(-1, 1); gradients.pointer[i] = rng.uniform(-1, 1) * 1e-3 }
         let sgd = SGD(parameterCount: count, momentum: 0.9, weightDecay: 1e-4)
         let adam = Adam(parameterCount: count)
+        let rmsprop = RMSprop(parameterCount: count), adagrad = Adagrad(parameterCount: count)
         var sink = 0.0
         let cases: [(String, Int, () -> Void)] = [
             ("sgd momentum+wd step", 5, { sgd.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
             ("adam step", 7, { adam.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
+            ("rmsprop step", 5, { rmsprop.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
+            ("adagrad step", 5, { adagrad.step(parameters: parameters.pointer, gradients: gradients.pointer, count: count, learningRate: 1e-9) }),
             ("all finite", 1, { sink += Kernels.allFinite(gradients.pointer, count: count) ? 1 : 0 }),
             ("sum of squares", 1, { sink += Kernels.sumOfSquares(gradients.pointer, count: count) }),
             ("zero", 1, { gradients.zero(); for i in stride(from: 0, to: count, by: 997) { gradients.pointer[i] = 1e-3 } }),

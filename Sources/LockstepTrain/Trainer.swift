@@ -219,6 +219,12 @@ public final class Trainer {
         case "adam", "adamw":
             return Adam(parameterCount: parameterCount, beta1: Float(o.beta1), beta2: Float(o.beta2), epsilon: Float(o.epsilon),
                         weightDecay: Float(o.weightDecay), decoupledWeightDecay: o.type == "adamw")
+        case "rmsprop":
+            return RMSprop(parameterCount: parameterCount, alpha: Float(o.alpha), epsilon: Float(o.epsilon), weightDecay: Float(o.weightDecay),
+                           momentum: Float(o.momentum), centered: o.centered)
+        case "adagrad":
+            return Adagrad(parameterCount: parameterCount, learningRateDecay: Float(o.learningRateDecay), weightDecay: Float(o.weightDecay),
+                           initialAccumulatorValue: Float(o.initialAccumulatorValue), epsilon: Float(o.epsilon))
         default:
             return SGD(parameterCount: parameterCount, momentum: Float(o.momentum), nesterov: o.nesterov, weightDecay: Float(o.weightDecay))
         }
@@ -405,7 +411,7 @@ public final class Trainer {
                         GradientClipping.clipByGlobalNorm(gradients.pointer, count: parameterCount, maxNorm: Float(config.clipGradientNorm))
                     }
                     optimizer.step(parameters: model.parameters.values.pointer, gradients: gradients.pointer,
-                                   count: parameterCount, learningRate: schedule.learningRate(step: step))
+                                   count: parameterCount, learningRate: schedule.learningRate(step: step), l1: Float(config.optimizer.l1))
                 }
                 timings?.lap(.optimizer)
                 trace?.lap(.optimizer)
@@ -484,12 +490,15 @@ public final class Trainer {
             sums[0] += Double(loss.forward(output: output, targets: evalTargets.pointer, batch: count, width: width)) * Double(count)
             if config.loss == "cross_entropy" {
                 sums[1] += Double(countCorrect(output: output, targets: evalTargets.pointer, batch: count, width: width))
+            } else if config.loss == "bce_with_logits" {
+                // Per-label decisions, counted in samples (width labels each) so one denominator serves both losses.
+                sums[1] += Double(countCorrectBinary(logits: output, targets: evalTargets.pointer, count: count * width)) / Double(width)
             }
             sums[2] += Double(count)
             position += count
         }
         try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
-        let accuracy: Double? = config.loss == "cross_entropy" ? sums[1] / max(sums[2], 1) : nil
+        let accuracy: Double? = ["cross_entropy", "bce_with_logits"].contains(config.loss) ? sums[1] / max(sums[2], 1) : nil
         return (sums[0] / max(sums[2], 1), accuracy)
     }
 }

@@ -58,6 +58,16 @@ public struct TrainingConfig: Sendable {
         public var beta1: Double
         public var beta2: Double
         public var epsilon: Double
+        /// RMSprop: decay rate of the squared-gradient average.
+        public var alpha: Double
+        /// RMSprop: normalize by the gradient's variance estimate instead of its second moment.
+        public var centered: Bool
+        /// Adagrad: learning rate at step t is lr / (1 + (t-1)·lr_decay).
+        public var learningRateDecay: Double
+        /// Adagrad: value the sum of squared gradients starts from.
+        public var initialAccumulatorValue: Double
+        /// L1 penalty: λ·sign(p) is added to the gradient before any optimizer's own weight decay.
+        public var l1: Double
     }
 
     /// The learning-rate schedule.
@@ -215,16 +225,33 @@ public struct TrainingConfig: Sendable {
         try m.rejectUnknownKeys()
 
         loss = try root.string("loss", default: "cross_entropy", allowed: ["cross_entropy", "mse", "bce_with_logits", "sequence_cross_entropy"])
+        // Layers after the softmax that keep its values probabilities (reshape, or drop some).
+        if loss.hasSuffix("cross_entropy"),
+           let last = layers.last(where: { !["flatten", "dropout", "last_time_step"].contains($0.type) }), last.type == "softmax" {
+            throw ConfigError("key 'model.layers[\(last.index)]': softmax before loss \(loss) applies softmax twice; remove the layer — \(loss) takes logits")
+        }
 
         let o = try root.child("optimizer")
-        optimizer = OptimizerConfig(type: try o.string("type", default: "sgd", allowed: ["sgd", "adam", "adamw"]),
+        let optimizerType = try o.string("type", default: "sgd", allowed: ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+        // Options of one optimizer only: naming them for another would be silently ignored.
+        for (key, owner) in [("alpha", "rmsprop"), ("centered", "rmsprop"), ("lr_decay", "adagrad"), ("initial_accumulator_value", "adagrad")]
+            where o.has(key) && optimizerType != owner {
+            throw ConfigError("key '\(o.keyPath(key))': only optimizer.type \(owner) uses it, the type is \(optimizerType)")
+        }
+        optimizer = OptimizerConfig(type: optimizerType,
                                     learningRate: try o.double("lr", range: 1e-12...1e3),
                                     momentum: try o.double("momentum", default: 0, range: 0...0.9999),
                                     nesterov: try o.bool("nesterov", default: false),
                                     weightDecay: try o.double("weight_decay", default: 0, range: 0...10),
                                     beta1: try o.double("beta1", default: 0.9, range: 0...0.99999),
                                     beta2: try o.double("beta2", default: 0.999, range: 0...0.9999999),
-                                    epsilon: try o.double("eps", default: 1e-8, range: 1e-30...1))
+                                    // PyTorch's Adagrad defaults to 1e-10, its other optimizers to 1e-8.
+                                    epsilon: try o.double("eps", default: optimizerType == "adagrad" ? 1e-10 : 1e-8, range: 1e-30...1),
+                                    alpha: try o.double("alpha", default: 0.99, range: 0...1),
+                                    centered: try o.bool("centered", default: false),
+                                    learningRateDecay: try o.double("lr_decay", default: 0, range: 0...1e6),
+                                    initialAccumulatorValue: try o.double("initial_accumulator_value", default: 0, range: 0...1e6),
+                                    l1: try o.double("l1", default: 0, range: 0...10))
         try o.rejectUnknownKeys()
         if optimizer.nesterov && optimizer.momentum == 0 {
             throw ConfigError("key 'optimizer.nesterov': Nesterov needs optimizer.momentum > 0")

@@ -95,6 +95,123 @@ final class OptimizerTests: XCTestCase {
         assertClose(history[2], [0.900757704, -1.99131249, 0.36078627], "step 3")
     }
 
+    func testRMSpropPlain() {
+        // Step 1: v = 0.01·g², so p moves by lr·g/(0.1·|g|) = 0.1 against the gradient's sign (e.g. 1 → 0.9).
+        let optimizer = RMSprop(parameterCount: 3)
+        XCTAssertEqual(optimizer.kind, "rmsprop")
+        XCTAssertEqual(optimizer.stateBuffers.map(\.name), ["square_avg"])
+        let history = run(optimizer, learningRate: 0.01)
+        assertClose(history[0], [0.9000001, -1.90000005, 0.400000033], "step 1")
+        assertClose(history[1], [0.944901385, -1.989532326, 0.400000033], "step 2")
+        assertClose(history[2], [0.857427457, -2.011479674, 0.431909843], "step 3")
+        assertClose(optimizer.stateBuffers[0].buffer.array, [0.00052276, 0.00207604, 0.00098209], tolerance: 1e-9, "square_avg")
+    }
+
+    func testRMSpropMomentumWithWeightDecay() {
+        let optimizer = RMSprop(parameterCount: 3, weightDecay: 0.1, momentum: 0.9)
+        XCTAssertEqual(optimizer.stateBuffers.map(\.name), ["square_avg", "momentum_buffer"])
+        let history = run(optimizer, learningRate: 0.01)
+        assertClose(history[0], [0.90000005, -1.900000025, 0.400000029], "step 1")
+        assertClose(history[1], [0.790293517, -1.856666703, 0.298588938], "step 2")
+        assertClose(history[2], [0.610550301, -1.798874644, 0.227034734], "step 3")
+        // The buffer accumulates g/d (of order 1/sqrt(1-α) = 10 per step), not lr·g/d.
+        assertClose(optimizer.stateBuffers[1].buffer.array, [17.974321568, -5.779205957, 7.155420359], tolerance: 2e-5, "momentum_buffer")
+    }
+
+    func testRMSpropCenteredWithMomentum() {
+        // A large eps makes its placement (after the square root) visible.
+        let optimizer = RMSprop(parameterCount: 3, alpha: 0.9, epsilon: 1e-3, momentum: 0.5, centered: true)
+        XCTAssertEqual(optimizer.stateBuffers.map(\.name), ["square_avg", "momentum_buffer", "grad_avg"])
+        let history = run(optimizer, learningRate: 0.01)
+        assertClose(history[0], [0.967741935, -1.967213115, 0.467032967], "step 1")
+        assertClose(history[1], [0.966032549, -1.979542795, 0.450549451], "step 2")
+        assertClose(history[2], [0.935730649, -1.993157175, 0.453306437], "step 3")
+        assertClose(optimizer.stateBuffers[0].buffer.array, [0.005035, 0.01864, 0.00829], tolerance: 1e-8, "square_avg")
+        assertClose(optimizer.stateBuffers[2].buffer.array, [0.0236, 0.0298, 0.0143], "grad_avg")
+        assertClose(optimizer.stateBuffers[1].buffer.array, [3.030189916, 1.361437984, -0.275698676], tolerance: 1e-5, "momentum_buffer")
+    }
+
+    func testAdagradPlain() {
+        // Step 1: sum = g², so p moves by lr·g/|g| = 0.1 against the gradient's sign.
+        let optimizer = Adagrad(parameterCount: 3)
+        XCTAssertEqual(optimizer.kind, "adagrad")
+        XCTAssertEqual(optimizer.stateBuffers.map(\.name), ["sum"])
+        let history = run(optimizer, learningRate: 0.1)
+        assertClose(history[0], [0.9, -1.9, 0.4], "step 1")
+        assertClose(history[1], [0.94472136, -1.989442719, 0.4], "step 2")
+        assertClose(history[2], [0.857434204, -2.011264508, 0.431622777], "step 3")
+        assertClose(optimizer.stateBuffers[0].buffer.array, [0.0525, 0.21, 0.1], tolerance: 1e-7, "sum")
+    }
+
+    func testAdagradLearningRateDecayWeightDecayAndInitialAccumulator() {
+        let optimizer = Adagrad(parameterCount: 3, learningRateDecay: 0.5, weightDecay: 0.1, initialAccumulatorValue: 0.1)
+        XCTAssertEqual(optimizer.stateBuffers[0].buffer.array, [0.1, 0.1, 0.1])
+        let history = run(optimizer, learningRate: 0.1)
+        assertClose(history[0], [0.946547752, -1.921553546, 0.425800148], "step 1")
+        assertClose(history[1], [0.938647488, -1.946717763, 0.419806555], "step 2")
+        assertClose(history[2], [0.907899516, -1.93824548, 0.42588624], "step 3")
+        assertClose(optimizer.stateBuffers[0].buffer.array, [0.22835054, 0.312162142, 0.227679302], tolerance: 1e-7, "sum")
+        // A fresh Adagrad's sum holds the initial value, not zero.
+        optimizer.resetState()
+        XCTAssertEqual(optimizer.stepCount, 0)
+        XCTAssertEqual(optimizer.stateBuffers[0].buffer.array, [0.1, 0.1, 0.1])
+    }
+
+    func testVectorizedStepsMatchOneParameterAtATime() {
+        // 19 parameters: two full 8-lane blocks and a tail of 3; each must equal a 1-parameter optimizer's result.
+        let makers: [(Int) -> Optimizer] = [{ RMSprop(parameterCount: $0, weightDecay: 0.1, momentum: 0.9, centered: true) },
+                                            { RMSprop(parameterCount: $0) },
+                                            { Adagrad(parameterCount: $0, learningRateDecay: 0.1, weightDecay: 0.1) }]
+        let initial = (0..<19).map { Float($0) * 0.37 - 3 }
+        for make in makers {
+            let optimizer = make(19), parameters = FloatBuffer(initial)
+            let singles = initial.map { _ in make(1) }, single = initial.map { FloatBuffer([$0]) }
+            for step in 0..<4 {
+                let gradients = FloatBuffer((0..<19).map { Float(($0 * 7 + step * 3) % 11) * 0.05 - 0.25 })
+                optimizer.step(parameters: parameters.pointer, gradients: gradients.pointer, count: 19, learningRate: 0.01)
+                for i in 0..<19 {
+                    singles[i].step(parameters: single[i].pointer, gradients: gradients.pointer + i, count: 1, learningRate: 0.01)
+                }
+                withExtendedLifetime(gradients) {}
+            }
+            XCTAssertEqual(parameters.array, single.map { $0.array[0] }, optimizer.kind)
+            for (index, state) in optimizer.stateBuffers.enumerated() {
+                XCTAssertEqual(state.buffer.array, singles.map { $0.stateBuffers[index].buffer.array[0] }, "\(optimizer.kind) \(state.name)")
+            }
+        }
+    }
+
+    func testL1AddsSignOfParametersBeforeWeightDecay() {
+        // p = [1, -2, 0], g = [0.1, -0.2, 0.3], λ = 0.01, wd = 0.1, lr = 0.1:
+        // step 1: g + λ·sign(p) + wd·p = [0.21, -0.41, 0.3] (sign(0) = 0) → p = [0.979, -1.959, -0.03];
+        // step 2: sign(p3) is now -1 → g = [0.2079, -0.3959, 0.287] → p = [0.95821, -1.91841, -0.0587].
+        let optimizer = SGD(parameterCount: 3, weightDecay: 0.1)
+        let parameters = FloatBuffer([1, -2, 0])
+        var history: [[Float]] = []
+        for _ in 0..<2 {
+            let gradients = FloatBuffer([0.1, -0.2, 0.3])
+            optimizer.step(parameters: parameters.pointer, gradients: gradients.pointer, count: 3, learningRate: 0.1, l1: 0.01)
+            withExtendedLifetime(gradients) {}
+            history.append(parameters.array)
+        }
+        assertClose(history[0], [0.979, -1.959, -0.03], "step 1")
+        assertClose(history[1], [0.95821, -1.91841, -0.0587], "step 2")
+
+        // Any optimizer: Adagrad's first step moves by lr·sign(g + λ·sign(p)), here [0.11, -0.21, 0.3].
+        let adagrad = Adagrad(parameterCount: 3)
+        let start = FloatBuffer([1, -2, 0]), gradients = FloatBuffer([0.1, -0.2, 0.3])
+        adagrad.step(parameters: start.pointer, gradients: gradients.pointer, count: 3, learningRate: 0.1, l1: 0.01)
+        withExtendedLifetime((start, gradients)) {}
+        assertClose(gradients.array, [0.11, -0.21, 0.3], "gradients with the L1 term")
+        assertClose(start.array, [0.9, -1.9, -0.1], "adagrad step 1")
+
+        // l1 = 0 leaves the gradients untouched.
+        let untouched = FloatBuffer([0.1, -0.2, 0.3]), other = FloatBuffer([1, -2, 0])
+        SGD(parameterCount: 3).step(parameters: other.pointer, gradients: untouched.pointer, count: 3, learningRate: 0.1, l1: 0)
+        withExtendedLifetime(other) {}
+        XCTAssertEqual(untouched.array, [0.1, -0.2, 0.3])
+    }
+
     func testResumingFromSavedStateMatchesUninterruptedRun() {
         let reference = Adam(parameterCount: 3)
         let expected = run(reference, learningRate: 0.01).last!

@@ -88,6 +88,61 @@ final class ConfigTests: XCTestCase {
         assertConfigError(minimal, overrides: ["novalue"], contains: ["--set", "key.path=value"])
     }
 
+    func testRMSpropAndAdagradKeys() throws {
+        let rmsprop = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["optimizer.type=rmsprop", "optimizer.l1=0.001"])
+        XCTAssertEqual(rmsprop.optimizer.alpha, 0.99)
+        XCTAssertEqual(rmsprop.optimizer.epsilon, 1e-8)
+        XCTAssertFalse(rmsprop.optimizer.centered)
+        XCTAssertEqual(rmsprop.optimizer.l1, 0.001)
+        let adagrad = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["optimizer.type=adagrad", "optimizer.lr_decay=0.01",
+                                                                                      "optimizer.initial_accumulator_value=0.1"])
+        XCTAssertEqual(adagrad.optimizer.epsilon, 1e-10, "PyTorch's Adagrad default")
+        XCTAssertEqual(adagrad.optimizer.learningRateDecay, 0.01)
+        XCTAssertEqual(adagrad.optimizer.initialAccumulatorValue, 0.1)
+        XCTAssertEqual(adagrad.optimizer.l1, 0)
+        XCTAssertEqual(try TrainingConfig.parse(yaml: minimal, source: "t").optimizer.epsilon, 1e-8)
+
+        let asRMSprop = ["optimizer.type=rmsprop"]
+        assertConfigError(minimal, overrides: asRMSprop + ["optimizer.alpha=1.5"], contains: ["optimizer.alpha", "out of range"])
+        assertConfigError(minimal, overrides: asRMSprop + ["optimizer.centered=yes please"], contains: ["optimizer.centered", "true or false"])
+        assertConfigError(minimal, overrides: ["optimizer.l1=-0.1"], contains: ["optimizer.l1", "out of range"])
+        assertConfigError(minimal, overrides: ["optimizer.type=adagrad", "optimizer.lr_decay=-1"], contains: ["optimizer.lr_decay", "out of range"])
+        assertConfigError(minimal, overrides: ["optimizer.type=adagrad", "optimizer.initial_accumulator_value=x"],
+                          contains: ["optimizer.initial_accumulator_value", "expected a number"])
+        // Options of another optimizer would be ignored silently.
+        assertConfigError(minimal, overrides: ["optimizer.alpha=0.9"], contains: ["optimizer.alpha", "only optimizer.type rmsprop", "sgd"])
+        assertConfigError(minimal, overrides: ["optimizer.type=adam", "optimizer.centered=true"], contains: ["optimizer.centered", "rmsprop"])
+        assertConfigError(minimal, overrides: asRMSprop + ["optimizer.lr_decay=0.1"], contains: ["optimizer.lr_decay", "only optimizer.type adagrad"])
+        assertConfigError(minimal, overrides: asRMSprop + ["optimizer.initial_accumulator_value=0.1"],
+                          contains: ["optimizer.initial_accumulator_value", "adagrad"])
+        assertConfigError(minimal, overrides: ["optimizer.type=rmsprop_v2"], contains: ["optimizer.type", "rmsprop, adagrad"])
+    }
+
+    func testSoftmaxInFrontOfCrossEntropyIsRejected() throws {
+        let classifier = """
+        optimizer: {lr: 0.1}
+        model:
+          layers:
+            - {type: flatten}
+            - {type: linear, out: 10}
+            - {type: softmax}
+        """
+        assertConfigError(classifier, contains: ["key 'model.layers[2]'", "softmax before loss cross_entropy applies softmax twice",
+                                                 "remove the layer", "takes logits"])
+        assertConfigError(classifier + "\n    - {type: dropout, p: 0.1}", contains: ["model.layers[2]", "softmax twice"])
+        let sequence = """
+        data: {dataset: sequence-synthetic}
+        model: {layers: [{type: embedding, vocab: 2, dim: 4}, {type: sequence_linear, out: 2}, {type: softmax}]}
+        loss: sequence_cross_entropy
+        optimizer: {lr: 0.1}
+        """
+        assertConfigError(sequence, contains: ["model.layers[2]", "softmax before loss sequence_cross_entropy"])
+        // Softmax elsewhere, or in front of another loss, is allowed.
+        XCTAssertNoThrow(try TrainingConfig.parse(yaml: classifier, source: "t", overrides: ["loss=mse"]))
+        let inside = classifier.replacingOccurrences(of: "- {type: softmax}", with: "- {type: softmax}\n    - {type: linear, out: 10}")
+        XCTAssertNoThrow(try TrainingConfig.parse(yaml: inside, source: "t"))
+    }
+
     func testImpossibleShapesAreRejectedBeforeTraining() throws {
         let conv = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: conv2d, out: 4, kernel: 3}")
         let config = try TrainingConfig.parse(yaml: conv, source: "t")

@@ -33,6 +33,11 @@ final class MultiRankTests: XCTestCase {
                              extra: ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.001", "--set", "optimizer.momentum=0"])
     }
 
+    func testMLPWithRMSpropOnTwoRanksMatchesOneBigBatch() throws {
+        try assertEquivalent(config: "fashion-mlp.yaml", ranks: 2, batch: 32,
+                             extra: ["--set", "optimizer.type=rmsprop", "--set", "optimizer.lr=0.0005", "--set", "optimizer.momentum=0.5"])
+    }
+
     func testMLPOnFourOversubscribedRanksMatchesOneBigBatch() throws {
         try assertEquivalent(config: "fashion-mlp.yaml", ranks: 4, batch: 16)
     }
