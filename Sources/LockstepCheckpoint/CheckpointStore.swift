@@ -333,7 +333,7 @@ extension CheckpointStore {
         }
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count - 1)
-        let owner = "pid \(getpid()) on host \(String(cString: host)), since \(ISO8601DateFormatter().string(from: Date()))\n"
+        let owner = "pid \(getpid()) on host \(String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)), since \(ISO8601DateFormatter().string(from: Date()))\n"
         _ = ftruncate(descriptor, 0)
         _ = Array(owner.utf8).withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
         return CheckpointDirectoryLock(path: path, descriptor: descriptor)

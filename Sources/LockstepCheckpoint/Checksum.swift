@@ -1,3 +1,5 @@
+import LockstepCore
+
 /// 64-bit FNV-1a hash, streamed.
 ///
 /// Chosen for checkpoints because it is tiny and any single changed byte always changes the result
@@ -7,18 +9,12 @@ public struct FNV1a64: Sendable, Equatable {
     /// Current hash state.
     public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
 
-    private static let prime: UInt64 = 0x0000_0100_0000_01b3
-
     /// A fresh hash.
     public init() {}
 
-    /// Mixes in `bytes`.
+    /// Mixes in `bytes` (the one FNV-1a of the project, `Kernels.fnv1a`, continued from this state).
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        var hash = value
-        for byte in bytes {
-            hash = (hash ^ UInt64(byte)) &* Self.prime
-        }
-        value = hash
+        value = Kernels.fnv1a(bytes, seed: value)
     }
 
     /// Mixes in a byte array.

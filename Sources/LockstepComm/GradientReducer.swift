@@ -61,9 +61,13 @@ public struct ReducerConfigurationError: Error, CustomStringConvertible, Localiz
 
 /// Averages a flat gradient buffer over ranks in layer-aligned buckets, overlapping communication with backward.
 ///
-/// Per step: call `layerReady(i)` as each layer's gradients complete (backward runs top layer first), then
-/// `finish()`, which waits for every bucket and scales by 1/size. Buffers and threads are planned once in init;
-/// steps allocate nothing. In `.overlapThread` mode no other thread may call MPI between the first `layerReady`
+/// Per step: `beginStep(microBatches:)`; for each micro-batch scale the loss gradient by `microBatchScale`, call
+/// `layerReady(i)` as each layer's gradients complete (backward runs top layer first; only the last micro-batch's
+/// calls launch buckets) and `microBatchDone()`; then `finish()`, which waits for every bucket and leaves the
+/// average over ranks and micro-batches. Accumulation is the reducer's, so the step has one path in every mode:
+/// in place (gradients add up across micro-batches) or, in `.deterministic` mode, as a sum in a fixed order. Calling
+/// `layerReady` and `finish` alone is one micro-batch. Buffers and threads are planned once in init; steps allocate
+/// nothing. In `.overlapThread` mode no other thread may call MPI between the first `layerReady`
 /// and the end of `finish()`.
 public final class GradientReducer {
     /// Transport strategy.
@@ -102,6 +106,10 @@ public final class GradientReducer {
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
     private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients
+    private let accumulator: FloatBuffer?  // `.deterministic`: the step's micro-batch gradients, summed in order
+    private var accumulated = false
+    private var microBatches = 1
+    private var microBatch = 0
 
     /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least
     /// `bucketCapacityBytes`; the remaining bottom layers form the last (possibly smaller) bucket.
@@ -183,6 +191,7 @@ public final class GradientReducer {
         launchNanoseconds = [UInt64](repeating: 0, count: buckets.count)
         let largest = buckets.map(\.elements.count).max() ?? 0
         gatherBuffer = mode == .deterministic ? FloatBuffer(count: largest * communicator.size) : nil
+        accumulator = mode == .deterministic ? FloatBuffer(count: gradients.count) : nil
         if mode == .overlapThread {
             let slices = buckets.map { UnsafeMutableBufferPointer(rebasing: gradients[$0.elements]) }
             let worker = CommunicationWorker(communicator: communicator, buckets: slices)
@@ -207,12 +216,39 @@ public final class GradientReducer {
 
     deinit { worker?.stop() }
 
-    /// Marks layer `index`'s gradients complete, launching its bucket once all the bucket's layers are ready;
+    /// Starts an optimizer step of `count` micro-batches; the caller has zeroed the gradients.
+    public func beginStep(microBatches count: Int) {
+        microBatches = max(count, 1)
+        microBatch = 0
+    }
+
+    /// Factor for each micro-batch's loss gradient: 1/micro-batches when gradients accumulate in place, 1 in
+    /// `.deterministic` mode (the micro-batch sums are added in order and scaled once in `finish`, exactly as W
+    /// ranks' gradients are, so W ranks × b match 1 rank × W micro-batches bit for bit).
+    public var microBatchScale: Float { mode == .deterministic ? 1 : 1 / Float(microBatches) }
+
+    /// Whether the current micro-batch is the step's last (the one whose backward launches buckets).
+    public var isLastMicroBatch: Bool { microBatch == microBatches - 1 }
+
+    /// Ends the current micro-batch's backward. In `.deterministic` mode its gradients join the ordered sum and the
+    /// gradient buffer is cleared for the next one; otherwise the next backward adds to them in place.
+    public func microBatchDone() {
+        if let accumulator {
+            Kernels.add(gradients.baseAddress!, into: accumulator.pointer, count: gradients.count)
+            accumulated = true
+            if !isLastMicroBatch { gradients.update(repeating: 0) }
+        }
+        microBatch += 1
+    }
+
+    /// Marks layer `index`'s gradients complete, launching its bucket once all the bucket's layers are ready (only
+    /// in the step's last micro-batch, and never in `.deterministic` mode, where `finish` reduces the sum);
     /// in `.overlapPolling` also tests outstanding reductions so MPI makes progress.
     public func layerReady(_ index: Int) throws {
         guard index >= 0 && index < layerCount else {
             throw ReducerConfigurationError("layerReady(\(index)) is outside the \(layerCount) layers this reducer was planned for")
         }
+        guard isLastMicroBatch && accumulator == nil else { return }
         if !layerDone[index] {
             layerDone[index] = true
             let bucket = bucketOfLayer[index]
@@ -237,6 +273,11 @@ public final class GradientReducer {
     /// Launches buckets whose layers were never reported, waits for all, and leaves averages in `gradients`;
     /// the reducer is then ready for the next step.
     public func finish() throws {
+        if accumulated {
+            gradients.baseAddress!.update(from: accumulator!.pointer, count: gradients.count)
+            accumulator!.zero()
+            accumulated = false
+        }
         for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket, inFinish: true) }
         let scale = fault == .sum ? 1 : 1 / Float(communicator.size)
         // Deferred buckets sit at the end of the launch order, after every nonblocking start or hand-off,
@@ -282,6 +323,9 @@ public final class GradientReducer {
             }
         }
         if let error = worker?.takeError() { throw error }
+        if accumulator != nil && microBatches > 1 {
+            Kernels.scale(gradients.baseAddress!, by: 1 / Float(microBatches), count: gradients.count)
+        }
         clearStep()
     }
 
@@ -298,6 +342,7 @@ public final class GradientReducer {
         case .blocking, .deterministic, .sharedMemory:
             break
         }
+        if accumulated { accumulator!.zero(); accumulated = false }
         clearStep()
     }
 
@@ -396,6 +441,8 @@ public final class GradientReducer {
         }
         launchedCount = 0
         handedToThread = 0
+        microBatches = 1
+        microBatch = 0
         worker?.resetCounts()
     }
 }

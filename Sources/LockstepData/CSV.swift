@@ -15,7 +15,7 @@ public enum CSVColumn: Sendable, Equatable {
 }
 
 /// What the label column means.
-public enum CSVTask: String, Sendable {
+public enum CSVTask: String, Sendable, CaseIterable {
     /// Non-negative integer class indices.
     case classification
     /// Real-valued targets.

@@ -8,11 +8,11 @@ import LockstepCore
 /// the r-th of worldSize equal contiguous slices of that window.
 public struct EpochPlan: Sendable, Equatable {
     /// What to do with the samples left over when the dataset size is not a multiple of the world size.
-    public enum Policy: String, Sendable {
+    public enum Policy: String, Sendable, CaseIterable {
         /// Drop the last (sampleCount mod worldSize) samples of the shuffled order.
-        case dropLast
+        case dropLast = "drop_last"
         /// Repeat samples from the start of the shuffled order until the length is a multiple of the world size.
-        case wrapPad
+        case wrapPad = "wrap_pad"
     }
 
     /// Samples in the dataset.

@@ -12,13 +12,29 @@ public protocol Loss: AnyObject {
     /// Writes dL/doutput for the last `forward` into `gradient` ([batch, width]).
     func backward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
                   batch: Int, width: Int, scale: Float)
+    /// Whether accuracy means something for this loss (classification); evaluation reports it then.
+    var measuresAccuracy: Bool { get }
+    /// Correctly predicted samples in the batch (fractional for multi-label outputs), nil where accuracy means nothing.
+    func correctCount(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Double?
+}
+
+extension Loss {
+    /// Regression losses: no accuracy.
+    public var measuresAccuracy: Bool { false }
+    public func correctCount(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Double? { nil }
 }
 
 /// Softmax fused with cross-entropy on logits, numerically stable (max subtracted, log-sum-exp).
 public final class SoftmaxCrossEntropy: Loss {
     public let kind = "cross_entropy"
+    public let measuresAccuracy = true
     /// Creates the loss.
     public init() {}
+
+    /// Rows whose largest logit is the target class.
+    public func correctCount(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Double? {
+        Double(countCorrect(output: output, targets: targets, batch: batch, width: width))
+    }
     public func targetWidth(outputWidth: Int) -> Int { 1 }
 
     public func forward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Float {

@@ -37,9 +37,15 @@ public final class MSELoss: Loss {
 /// Uses max(x, 0) − x·t + log(1 + e^−|x|), which never overflows and equals −t·log σ(x) − (1−t)·log(1−σ(x)).
 public final class BCEWithLogitsLoss: Loss {
     public let kind = "bce_with_logits"
+    public let measuresAccuracy = true
     /// Creates the loss.
     public init() {}
     public func targetWidth(outputWidth: Int) -> Int { outputWidth }
+
+    /// Labels on the right side of logit 0, per sample (a fraction of the sample's labels for multi-label outputs).
+    public func correctCount(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Double? {
+        Double(countCorrectBinary(logits: output, targets: targets, count: batch * width)) / Double(width)
+    }
 
     public func forward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Float {
         let count = batch * width

@@ -36,6 +36,17 @@ public final class Sequential {
         bindLayers()
     }
 
+    /// Layers written one per line in a closure, like Keras' or MLX's `Sequential`:
+    ///
+    ///     let model = try Sequential(inputShape: [784]) {
+    ///         Linear(inputDimensions: 784, outputDimensions: 256)
+    ///         ReLU()
+    ///         Linear(inputDimensions: 256, outputDimensions: 10)
+    ///     }
+    public convenience init(inputShape: [Int], @LayerBuilder _ layers: () -> [Layer]) throws {
+        try self.init(layers(), inputShape: inputShape)
+    }
+
     /// Gives every layer its views into the flat buffers.
     private func bindLayers() {
         for (index, layer) in layers.enumerated() {
@@ -123,4 +134,16 @@ public final class Sequential {
 
     /// Zeroes every gradient.
     public func zeroGradients() { parameters.gradients!.zero() }
+}
+
+/// Collects the layers written in a `Sequential { … }` closure, with `if`, `if`/`else` and `for` allowed.
+@resultBuilder
+public enum LayerBuilder {
+    public static func buildExpression(_ layer: Layer) -> [Layer] { [layer] }
+    public static func buildExpression(_ layers: [Layer]) -> [Layer] { layers }
+    public static func buildBlock(_ parts: [Layer]...) -> [Layer] { parts.flatMap { $0 } }
+    public static func buildOptional(_ part: [Layer]?) -> [Layer] { part ?? [] }
+    public static func buildEither(first part: [Layer]) -> [Layer] { part }
+    public static func buildEither(second part: [Layer]) -> [Layer] { part }
+    public static func buildArray(_ parts: [[Layer]]) -> [Layer] { parts.flatMap { $0 } }
 }

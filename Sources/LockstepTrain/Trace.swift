@@ -130,29 +130,12 @@ public final class ChromeTrace {
         let localFirst = events.first?.start ?? synchronized
         // Shared values: this rank's barrier time and its earliest event relative to that time.
         let mine: [Int64] = [Int64(bitPattern: synchronized), Int64(bitPattern: localFirst &- synchronized)]
-        var all = [Int64](repeating: 0, count: 2 * communicator.size)
-        try mine.withUnsafeBytes { send in try all.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
+        let all = try communicator.allgather(mine)
         // Origin on this rank's clock: the earliest event of any rank, mapped through the barrier times.
         let earliestOffset = (0..<communicator.size).map { all[2 * $0 + 1] }.min() ?? 0
         let origin = synchronized &+ UInt64(bitPattern: earliestOffset)
-        let text = Array(eventObjects(origin: origin).utf8)
-
-        // Gather variable-length texts: lengths first, then each padded to the longest.
-        let length: [Int64] = [Int64(text.count)]
-        var lengths = [Int64](repeating: 0, count: communicator.size)
-        try length.withUnsafeBytes { send in try lengths.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
-        let longest = Int(lengths.max() ?? 0)
-        let padded = text + [UInt8](repeating: 0, count: longest - text.count)
-        var gathered = [UInt8](repeating: 0, count: max(1, longest * communicator.size))
-        if longest > 0 {
-            try padded.withUnsafeBytes { send in
-                try gathered.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) }
-            }
-        }
+        let texts = try communicator.allgather(text: eventObjects(origin: origin))
         guard communicator.rank == 0 else { return }
-        let texts = (0..<communicator.size).map { rank in
-            String(decoding: gathered[(rank * longest)..<(rank * longest + Int(lengths[rank]))], as: UTF8.self)
-        }
         let document = ChromeTrace.document(texts)
         guard FileManager.default.createFile(atPath: path, contents: Data(document.utf8)) else {
             throw ConfigError("--trace \(path): cannot write the file (check the directory exists and is writable)")
@@ -163,12 +146,12 @@ public final class ChromeTrace {
     static func format(_ microseconds: Double) -> String { String(format: "%.3f", microseconds) }
 }
 
-/// The spans of a training step, recorded into a `ChromeTrace`: one call at each `StepTimings` point,
+/// The spans of a training step, recorded into a `ChromeTrace` as a `StepObserver`,
 /// one per layer in backward, one per reduced bucket (from `GradientReducer.bucketReduced`).
 ///
 /// Rows: 0 "step" holds a span per step with the phases nested inside it and per-layer backward spans nested in
 /// "backward"; row 1 + b holds bucket b's allreduce (its own row, since overlapped buckets may be in flight together).
-public final class TrainingTrace {
+public final class TrainingTrace: StepObserver {
     /// The underlying event ring.
     public let trace: ChromeTrace
     private let stepName: ChromeTrace.Name
@@ -183,7 +166,7 @@ public final class TrainingTrace {
     public init(rank: Int, capacity: Int = 1 << 17) {
         let trace = ChromeTrace(rank: rank, capacity: capacity)
         stepName = trace.register("step", category: "step")
-        phaseNames = StepTimings.Phase.allCases.map { trace.register($0.name, category: "phase") }
+        phaseNames = StepPhase.allCases.map { trace.register($0.name, category: "phase") }
         trace.nameLane(0, "step")
         self.trace = trace
     }
@@ -196,15 +179,15 @@ public final class TrainingTrace {
         for bucket in bucketDescriptions.indices { trace.nameLane(1 + bucket, "allreduce bucket \(bucket)") }
     }
 
-    /// Step starts (where `StepTimings.begin()` is called).
+    /// Step starts .
     @inline(__always) public func beginStep() {
         stepStart = ChromeTrace.now()
         phaseStart = stepStart
         layerStart = stepStart
     }
 
-    /// `phase` ends now (where `StepTimings.lap(phase)` is called); the next phase starts now.
-    @inline(__always) public func lap(_ phase: StepTimings.Phase) {
+    /// `phase` ends now; the next phase starts now.
+    @inline(__always) public func lap(_ phase: StepPhase) {
         let now = ChromeTrace.now()
         trace.record(phaseNames[phase.rawValue], start: phaseStart, end: now)
         phaseStart = now
@@ -220,12 +203,12 @@ public final class TrainingTrace {
     }
 
     /// Bucket `bucket` was reduced from `start` to `end` (uptime ns); matches `GradientReducer.bucketReduced`.
-    @inline(__always) public func bucketReduced(_ bucket: Int, _ start: UInt64, _ end: UInt64) {
+    @inline(__always) public func bucketReduced(_ bucket: Int, start: UInt64, end: UInt64) {
         guard bucket >= 0 && bucket < bucketNames.count else { return }
         trace.record(bucketNames[bucket], start: start, end: end, lane: 1 + bucket)
     }
 
-    /// Step ends (where `StepTimings.end()` is called): records the enclosing "step" span.
+    /// Step ends : records the enclosing "step" span.
     @inline(__always) public func endStep() {
         trace.record(stepName, start: stepStart, end: ChromeTrace.now())
     }
@@ -234,10 +217,4 @@ public final class TrainingTrace {
     public func write(to path: String, communicator: any Communicator) throws {
         try trace.write(to: path, communicator: communicator)
     }
-}
-
-/// Something that records its training steps into a `TrainingTrace` when one is set (the Trainer).
-public protocol TrainingTraceHost: AnyObject {
-    /// The trace receiving step spans, or nil for none.
-    var trace: TrainingTrace? { get set }
 }

@@ -17,36 +17,75 @@ public struct RunSummary: Sendable {
     public var seconds: Double
     /// FNV-1a hash of the final parameter bytes (equal on every rank).
     public var parameterChecksum: UInt64
+
+    /// The closing line the CLI prints, e.g. `done: test accuracy 0.8971, test loss 0.29511, 7035 steps (0 skipped), …`.
+    public var line: String {
+        let accuracy = testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
+        return String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",
+                      accuracy, testLoss, steps, skippedSteps, samplesPerSecond, seconds)
+    }
 }
 
-/// A failure every rank detects at the same collective, so ranks can exit together without MPI_Abort.
-public struct CollectiveError: Error, CustomStringConvertible {
-    /// The message, naming ranks and step.
+/// One epoch's reduced metrics.
+public struct EpochMetrics: Sendable {
+    public var epoch: Int
+    public var step: Int
+    public var trainLoss: Double
+    public var testLoss: Double
+    public var testAccuracy: Double?
+    public var samplesPerSecond: Double
+    public var seconds: Double
+
+    /// The line the CLI prints per epoch, e.g. `epoch 1 step 469: train loss 0.5 test loss 0.4 test accuracy 0.85 …`.
+    public var line: String {
+        let accuracy = testAccuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
+        return String(format: "epoch %d step %d: train loss %.4f test loss %.4f%@ %.0f samples/s %.1f s",
+                      epoch, step, trainLoss, testLoss, accuracy, samplesPerSecond, seconds)
+    }
+}
+
+/// A model's test-set loss and, for classification losses, accuracy: exact over all samples of all ranks.
+public struct Evaluation: Sendable {
+    public var loss: Double
+    public var accuracy: Double?
+}
+
+/// An option or a model that cannot work; the message names the option (its path matches the YAML key).
+public struct ConfigError: Error, CustomStringConvertible {
+    /// The message.
     public var description: String
-    /// Creates the error.
+    /// Creates an error.
     public init(_ description: String) { self.description = description }
 }
 
 /// Set from a signal handler: a rank that received SIGINT/SIGTERM asks every rank to stop at the next step.
 nonisolated(unsafe) public var stopRequested: sig_atomic_t = 0
 
-/// Keeps N replicas in lockstep: identical start, averaged gradients, one control vector per step, exact metrics.
+/// Trains one model replica per rank in lockstep: identical start (parameters broadcast from rank 0), gradients
+/// averaged over ranks in buckets, one control vector per step, exact metrics, checkpoints and a watchdog.
+///
+/// Works in one process too (`SingleProcessCommunicator`). The YAML front end builds one with
+/// `TrainingConfig.makeTrainer`; Swift code builds one from its own `Sequential`:
+///
+///     let trainer = try Trainer(model: model, loss: SoftmaxCrossEntropy(), optimizer: SGD(parameterCount: …),
+///                               schedule: ConstantSchedule(learningRate: 0.05), data: TrainingData(train: a, test: b),
+///                               options: options, communicator: try makeCommunicator())
+///     let summary = try trainer.fit(epochs: 5)
 public final class Trainer {
-    public let config: TrainingConfig
     public let communicator: Communicator
     public let model: Sequential
     public let loss: Loss
     public let optimizer: Optimizer
-    public let trainSet: Dataset
-    public let testSet: Dataset
+    public let schedule: LearningRateSchedule
+    public let data: TrainingData
+    /// How this trainer runs.
+    public private(set) var options: TrainingOptions
     /// Optimizer steps completed.
     public internal(set) var step = 0
     /// Steps skipped because gradients or loss were non-finite on some rank.
     public internal(set) var skippedSteps = 0
-    /// When set, every step's phases are timed into it (benchmarks).
-    public var timings: StepTimings?
-    /// When set, every step's phases, each layer's backward and each bucket's allreduce are recorded (Chrome trace).
-    public var trace: TrainingTrace?
+    /// Receives every step's phases, each layer's backward and each bucket's reduction (timings, Chrome trace).
+    public var observer: StepObserver?
     /// Whether the run ended early because a rank received SIGINT/SIGTERM (every rank stopped at the same step).
     public internal(set) var stoppedOnRequest = false
     /// Epoch being trained (0-based).
@@ -54,20 +93,23 @@ public final class Trainer {
     /// Global sample position within the epoch's permutation where the next step starts (the resume cursor).
     public internal(set) var epochPosition = 0
     /// Checkpointing for this run.
-    public let checkpoints: CheckpointSettings
+    public var checkpoints: CheckpointSettings { options.checkpoints }
     var lastSavedStep = -1
     /// Each rank's host, in rank order (for diagnoses).
     let hostNames: [String]
     /// Rank 0's claim on the checkpoint directory, held until the trainer goes away.
     var checkpointLock: CheckpointDirectoryLock?
 
-    private let schedule: LearningRateSchedule
     private let reducer: GradientReducer
     private let loader: BatchLoader
     private let outputGradient: FloatBuffer
-    private let accumulator: FloatBuffer
-    private let evalFeatures: FloatBuffer
-    private let evalTargets: FloatBuffer
+    private let evaluationFeatures: FloatBuffer
+    private let evaluationTargets: FloatBuffer
+    private var control = StepControl.Buffer()
+    /// The epoch in progress: its plan and the micro-batches it has left.
+    private var current: (plan: EpochPlan, microBatchesLeft: Int)?
+    /// This epoch's loss sum and samples on this rank.
+    private var epochLoss = 0.0, epochSamples = 0
     /// Optimizer steps per epoch.
     public let stepsPerEpoch: Int
     let log: (String) -> Void
@@ -76,70 +118,53 @@ public final class Trainer {
     public var gradientReduction: ReductionMode { reducer.mode }
     /// The buckets gradients are reduced in, in launch order.
     public var gradientBuckets: [GradientBucket] { reducer.buckets }
-    /// Bucket cap in bytes: `distributed.bucket_mb`, or what `auto` measured.
+    /// Bucket cap in bytes: `distributed.bucketMiB`, or what `auto` measured.
     public let bucketCapacityBytes: Int
 
     /// Per-rank batch, global batch (samples per optimizer step over all ranks).
-    public var perRankBatch: Int { config.batchSize }
-    public var globalBatch: Int { config.batchSize * communicator.size * config.accumulationSteps }
+    public var perRankBatch: Int { options.batchSize }
+    public var globalBatch: Int { options.batchSize * communicator.size * options.accumulationSteps }
 
-    /// Builds model, optimizer and data for this rank, checks every rank agrees, and makes replicas identical.
-    public init(config: TrainingConfig, communicator: Communicator, trainSet: Dataset, testSet: Dataset,
-                checkpoints: CheckpointSettings = CheckpointSettings(), log: @escaping (String) -> Void = { print($0) }) throws {
-        self.config = config
-        self.checkpoints = checkpoints
-        self.communicator = communicator
-        self.trainSet = trainSet
-        self.testSet = testSet
-        self.log = log
-        let inputShape = config.inputShape ?? trainSet.sampleShape
-        guard inputShape.reduce(1, *) == trainSet.featureWidth else {
-            throw ConfigError("key 'model.input_shape': \(inputShape) has \(inputShape.reduce(1, *)) features but the dataset has \(trainSet.featureWidth) per sample")
+    /// Checks every rank agrees, initializes the model from `options.seed` (or the resumed checkpoint) on rank 0,
+    /// and broadcasts parameters, buffers and optimizer state so replicas start identical. Collective.
+    public init(model: Sequential, loss: Loss, optimizer: Optimizer, schedule: LearningRateSchedule, data: TrainingData,
+                options: TrainingOptions = TrainingOptions(), communicator: Communicator,
+                log: @escaping (String) -> Void = { print($0) }) throws {
+        self.model = model; self.loss = loss; self.optimizer = optimizer; self.schedule = schedule
+        self.data = data; self.options = options; self.communicator = communicator; self.log = log
+        guard model.inputWidth == data.train.featureWidth, data.test.featureWidth == data.train.featureWidth else {
+            throw ConfigError("the model takes \(model.inputWidth) features per sample (\(model.inputShape)) but the data has \(data.train.featureWidth) (training) and \(data.test.featureWidth) (test)")
         }
-        model = try ModelBuilder.build(config.layers, inputShape: inputShape, classCount: trainSet.classCount)
-        loss = try Trainer.makeLoss(config.loss, outputShape: model.outputShape)
-        let width = model.outputWidth
-        if config.loss == "cross_entropy", let classes = trainSet.classCount, classes > width {
-            throw ConfigError("key 'model.layers': the last layer has \(width) outputs but the dataset has \(classes) classes")
+        guard loss.targetWidth(outputWidth: model.outputWidth) == data.train.targetWidth else {
+            throw ConfigError("key 'loss': \(loss.kind) expects \(loss.targetWidth(outputWidth: model.outputWidth)) target values per sample but the dataset has \(data.train.targetWidth)")
         }
-        if config.loss == "sequence_cross_entropy", let classes = trainSet.classCount, classes > model.outputShape[1] {
-            throw ConfigError("key 'model.layers': the last layer has \(model.outputShape[1]) outputs per step but the dataset has \(classes) classes")
+        guard options.batchSize > 0, options.accumulationSteps > 0, options.evaluationBatchSize > 0 else {
+            throw ConfigError("batch size, accumulation steps and evaluation batch size must be positive")
         }
-        if loss.targetWidth(outputWidth: width) != trainSet.targetWidth {
-            throw ConfigError("key 'loss': \(config.loss) expects \(loss.targetWidth(outputWidth: width)) target values per sample but the dataset has \(trainSet.targetWidth)")
+        let microBatches = Trainer.epochPlan(options, samples: data.train.count, worldSize: communicator.size, epoch: 0)
+            .stepsPerEpoch(perRankBatch: options.batchSize)
+        guard microBatches > 0 else {
+            throw ConfigError("key 'training.batch_size': \(data.train.count) training samples are fewer than one step of \(options.batchSize) per rank × \(communicator.size) ranks")
         }
-        optimizer = Trainer.makeOptimizer(config.optimizer, parameterCount: model.parameters.count)
+        stepsPerEpoch = (microBatches + options.accumulationSteps - 1) / options.accumulationSteps
 
-        let plan = Trainer.epochPlan(config, samples: trainSet.count, worldSize: communicator.size, epoch: 0)
-        let microSteps = plan.stepsPerEpoch(perRankBatch: config.batchSize)
-        guard microSteps > 0 else {
-            throw ConfigError("key 'training.batch_size': \(trainSet.count) training samples are fewer than one step of \(config.batchSize) per rank × \(communicator.size) ranks")
-        }
-        stepsPerEpoch = (microSteps + config.accumulationSteps - 1) / config.accumulationSteps
-        schedule = Trainer.makeSchedule(config, stepsPerEpoch: stepsPerEpoch,
-                                        globalBatch: config.batchSize * communicator.size * config.accumulationSteps)
-
-        let b = config.batchSize
-        model.plan(batchSize: max(b, config.evalBatchSize))
-        outputGradient = FloatBuffer(count: b * width)
-        accumulator = FloatBuffer(count: config.distributed.deterministic ? model.parameters.count : 0)
-        evalFeatures = FloatBuffer(count: config.evalBatchSize * testSet.featureWidth)
-        evalTargets = FloatBuffer(count: config.evalBatchSize * testSet.targetWidth)
-
+        model.plan(batchSize: max(options.batchSize, options.evaluationBatchSize))
+        outputGradient = FloatBuffer(count: options.batchSize * model.outputWidth)
+        evaluationFeatures = FloatBuffer(count: options.evaluationBatchSize * data.test.featureWidth)
+        evaluationTargets = FloatBuffer(count: options.evaluationBatchSize * data.test.targetWidth)
         // A prefetch thread only pays off when it has a core of its own (measured: 0.08 ms/step of hand-offs on 1 core).
         // The rank's core budget is its BLAS thread count (OPENBLAS_NUM_THREADS from the launcher, else cores / local ranks).
-        let coresPerRank = BLAS.threadCount
-        loader = BatchLoader(dataset: trainSet, perRankBatch: config.batchSize,
-                             prefetch: config.data.prefetch == "true" || (config.data.prefetch == "auto" && coresPerRank > 1),
-                             reverseOrder: config.debug.reverseBatches)
+        loader = BatchLoader(dataset: data.train, perRankBatch: options.batchSize,
+                             prefetch: options.prefetch == .on || (options.prefetch == .auto && BLAS.threadCount > 1),
+                             reverseOrder: options.faults.reverseBatches)
 
-        try Trainer.checkRanksAgree(config: config, model: model, trainSet: trainSet, testSet: testSet, communicator: communicator)
+        try Trainer.checkRanksAgree(options: options, model: model, data: data, communicator: communicator)
         hostNames = try Watchdog.gatherHostNames(communicator)
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
-        (reducer, bucketCapacityBytes) = try Trainer.makeReducer(config.distributed, model: model, communicator: communicator, log: log)
-        reducer.fault = config.debug.reductionFault
-        if config.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
-        model.initialize(rng: RNG(seed: config.seed).split(1))
+        (reducer, bucketCapacityBytes) = try Trainer.makeReducer(options.distributed, model: model, communicator: communicator, log: log)
+        reducer.fault = options.faults.reductionFault
+        if options.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
+        model.initialize(rng: RNG(seed: options.seed).split(1))
         try prepareCheckpoints()
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.values.buffer), root: 0)
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.state.values.buffer), root: 0)
@@ -162,7 +187,7 @@ public final class Trainer {
 
     /// BatchNorm layers reduce their per-channel sums over all ranks (statistics of the global batch).
     private func connectSyncBatchNorm() throws {
-        guard config.distributed.overlap != "thread" else {
+        guard options.distributed.overlap != .thread else {
             throw ConfigError("key 'distributed.sync_batchnorm': cannot be combined with distributed.overlap 'thread' (both would call MPI from different threads during backward)")
         }
         let reduce: (UnsafeMutablePointer<Double>, Int) -> Void = { [unowned self] pointer, count in
@@ -174,12 +199,14 @@ public final class Trainer {
         }
     }
 
-    /// Every rank compares its config hash, model layout and dataset size with rank 0's; a mismatch stops all ranks.
-    private static func checkRanksAgree(config: TrainingConfig, model: Sequential, trainSet: Dataset, testSet: Dataset,
-                                        communicator: Communicator) throws {
-        let layout = Array(model.parameters.slots.map { "\($0.name)\($0.shape)" }.joined(separator: ";").utf8)
-        let mine: [UInt64] = [config.hash, layout.withUnsafeBytes { Kernels.fnv1a($0) }, UInt64(trainSet.count), UInt64(testSet.count)]
-        let all = try allgather(mine, communicator)
+    /// Every rank compares its options (and run description), model layout and dataset sizes with rank 0's; a
+    /// mismatch stops all ranks naming both.
+    private static func checkRanksAgree(options: TrainingOptions, model: Sequential, data: TrainingData, communicator: Communicator) throws {
+        func hash(_ text: String) -> UInt64 { Array(text.utf8).withUnsafeBytes { Kernels.fnv1a($0) } }
+        let layout = model.parameters.slots.map { "\($0.name)\($0.shape)" }.joined(separator: ";")
+        let mine: [UInt64] = [hash(options.runDescription.isEmpty ? "\(options)" : options.runDescription), hash(layout),
+                              UInt64(data.train.count), UInt64(data.test.count)]
+        let all = try communicator.allgather(mine)
         let names = ["config hash", "model layout hash", "training set size", "test set size"]
         for rank in 1..<communicator.size {
             for field in 0..<mine.count where all[rank * mine.count + field] != all[field] {
@@ -188,84 +215,31 @@ public final class Trainer {
         }
     }
 
-    private func allgather(_ values: [UInt64]) throws -> [UInt64] { try Self.allgather(values, communicator) }
-
-    private static func allgather(_ values: [UInt64], _ communicator: Communicator) throws -> [UInt64] {
-        var result = [UInt64](repeating: 0, count: values.count * communicator.size)
-        try values.withUnsafeBytes { send in
-            try result.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) }
-        }
-        return result
-    }
-
-    // MARK: factories
-
-    static func makeLoss(_ name: String, outputShape: [Int] = []) throws -> Loss {
-        switch name {
-        case "sequence_cross_entropy":
-            // Classes per step = the last axis of the [time, classes] output.
-            guard outputShape.count == 2 else {
-                throw ConfigError("key 'loss': sequence_cross_entropy needs a [time, classes] model output, the model gives \(outputShape)")
-            }
-            return SequenceCrossEntropy(classes: outputShape[1])
-        case "mse": return MSELoss()
-        case "bce_with_logits": return BCEWithLogitsLoss()
-        default: return SoftmaxCrossEntropy()
-        }
-    }
-
-    static func makeOptimizer(_ o: TrainingConfig.OptimizerConfig, parameterCount: Int) -> Optimizer {
-        switch o.type {
-        case "adam", "adamw":
-            return Adam(parameterCount: parameterCount, beta1: Float(o.beta1), beta2: Float(o.beta2), epsilon: Float(o.epsilon),
-                        weightDecay: Float(o.weightDecay), decoupledWeightDecay: o.type == "adamw")
-        case "rmsprop":
-            return RMSprop(parameterCount: parameterCount, alpha: Float(o.alpha), epsilon: Float(o.epsilon), weightDecay: Float(o.weightDecay),
-                           momentum: Float(o.momentum), centered: o.centered)
-        case "adagrad":
-            return Adagrad(parameterCount: parameterCount, learningRateDecay: Float(o.learningRateDecay), weightDecay: Float(o.weightDecay),
-                           initialAccumulatorValue: Float(o.initialAccumulatorValue), epsilon: Float(o.epsilon))
-        default:
-            return SGD(parameterCount: parameterCount, momentum: Float(o.momentum), nesterov: o.nesterov, weightDecay: Float(o.weightDecay))
-        }
-    }
-
-    static func makeSchedule(_ config: TrainingConfig, stepsPerEpoch: Int, globalBatch: Int) -> LearningRateSchedule {
-        var lr = Float(config.optimizer.learningRate)
-        if config.distributed.scaleLearningRate { lr *= Float(globalBatch) / Float(config.distributed.baseBatch) }
-        let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, stepsPerEpoch * config.epochs) : stepsPerEpoch * config.epochs
-        let warmup = Int((config.schedule.warmupEpochs * Double(stepsPerEpoch)).rounded())
-        let base: LearningRateSchedule
-        switch config.schedule.type {
-        case "step": base = StepDecaySchedule(learningRate: lr, stepSize: max(1, Int(config.schedule.stepEpochs * Double(stepsPerEpoch))),
-                                              gamma: Float(config.schedule.gamma))
-        case "cosine": base = CosineSchedule(learningRate: lr, totalSteps: max(1, totalSteps - warmup),
-                                             minimumLearningRate: Float(config.schedule.minimumLearningRate))
-        default: base = ConstantSchedule(learningRate: lr)
-        }
-        return warmup > 0 ? WarmupSchedule(warmupSteps: warmup, warmupStartFactor: 1 / Float(max(warmup, 1)), base: base) : base
-    }
-
-    /// The gradient reducer the config asks for; with transport auto (gradients of 8 KiB or more) or shared_memory
+    /// The gradient reducer the options ask for; with transport auto (gradients of 8 KiB or more) or shared_memory
     /// and blocking reduction with every rank on one node, the model's gradients move into node-shared memory first.
-    /// `bucket_mb: auto` times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
-    static func makeReducer(_ d: TrainingConfig.DistributedConfig, model: Sequential, communicator: Communicator,
+    /// `bucketMiB` nil times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
+    static func makeReducer(_ d: DistributedOptions, model: Sequential, communicator: Communicator,
                             log: (String) -> Void) throws -> (reducer: GradientReducer, bucketBytes: Int) {
-        var mode: ReductionMode = d.deterministic ? .deterministic
-            : ["polling": .overlapPolling, "thread": .overlapThread][d.overlap] ?? .blocking
+        var mode: ReductionMode
+        switch (d.deterministic, d.overlap) {
+        case (true, _): mode = .deterministic
+        case (false, .blocking): mode = .blocking
+        case (false, .polling): mode = .overlapPolling
+        case (false, .thread): mode = .overlapThread
+        }
         var shared: NodeSharedFloats?
         // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
         // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
-        let worthIt = d.transport == "shared_memory" || model.parameters.count * MemoryLayout<Float>.stride >= 8192
-        if mode == .blocking && d.transport != "mpi" && worthIt {
+        let worthIt = d.transport == .sharedMemory || model.parameters.count * MemoryLayout<Float>.stride >= 8192
+        if mode == .blocking && d.transport != .mpi && worthIt {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
         }
         if let shared {
             model.useGradientStorage(FloatBuffer(borrowing: shared.local, count: model.parameters.count, owner: shared))
             mode = .sharedMemory
-        } else if d.transport == "shared_memory" && communicator.size > 1 {
+        } else if d.transport == .sharedMemory && communicator.size > 1 {
             let reason = mode != .blocking
-                ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap)'") reduces through MPI"
+                ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap.rawValue)'") reduces through MPI"
                 : "rank \(communicator.rank) shares its node with \(communicator.localSize) of the \(communicator.size) ranks"
             throw ConfigError("key 'distributed.transport': shared_memory needs every rank on one node and blocking reduction, but \(reason); use transport auto or mpi")
         }
@@ -280,153 +254,57 @@ public final class Trainer {
         return (reducer, bucketBytes)
     }
 
-    static func epochPlan(_ config: TrainingConfig, samples: Int, worldSize: Int, epoch: Int) -> EpochPlan {
-        EpochPlan(sampleCount: samples, worldSize: worldSize, seed: config.seed, epoch: epoch, shuffle: config.data.shuffle,
-                  policy: config.data.shardPolicy == "wrap_pad" ? .wrapPad : .dropLast)
+    /// The global sample order of `epoch` (the same for every world size).
+    static func epochPlan(_ options: TrainingOptions, samples: Int, worldSize: Int, epoch: Int) -> EpochPlan {
+        EpochPlan(sampleCount: samples, worldSize: worldSize, seed: options.seed, epoch: epoch, shuffle: options.shuffle,
+                  policy: options.shardPolicy)
+    }
+
+    /// Optimizer steps in one epoch of `samples` on `worldSize` ranks (schedules are built from it before a Trainer).
+    public static func stepsPerEpoch(samples: Int, worldSize: Int, options: TrainingOptions) -> Int {
+        let microBatches = epochPlan(options, samples: samples, worldSize: worldSize, epoch: 0).stepsPerEpoch(perRankBatch: options.batchSize)
+        return (microBatches + options.accumulationSteps - 1) / options.accumulationSteps
     }
 
     // MARK: training
 
-    /// Trains all epochs (or `maxSteps`), evaluating after each epoch; `onEpoch` receives each epoch's metrics.
+    /// Trains `epochs` epochs (default: `options.epochs`), like Keras' `fit`; see `run`.
+    public func fit(epochs: Int? = nil, onEpoch: (EpochMetrics) -> Void = { _ in },
+                    onStep: (Int, Int, Float) -> Void = { _, _, _ in }) throws -> RunSummary {
+        if let epochs { options.epochs = epochs }
+        return try run(onEpoch: onEpoch, onStep: onStep)
+    }
+
+    /// Trains all epochs (or `maxSteps`), evaluating after each epoch; `onEpoch` receives each epoch's metrics and
+    /// `onStep` (step, step in epoch, this rank's loss) each step. Checkpoints as configured; a stop request on any
+    /// rank ends every rank at the same step.
     public func run(onEpoch: (EpochMetrics) -> Void = { _ in }, onStep: (Int, Int, Float) -> Void = { _, _, _ in }) throws -> RunSummary {
-        let rank = communicator.rank
-        let world = communicator.size
-        let b = config.batchSize
-        let k = config.accumulationSteps
-        let width = model.outputWidth
-        let gradients = model.parameters.gradients!
-        let parameterCount = model.parameters.count
-        var trainSeconds = 0.0
-        var trainedSamples = 0
+        var trainSeconds = 0.0, trainedSamples = 0
         var lastMetrics: EpochMetrics?
         let start = Date()
-        var control = [Int64](repeating: 0, count: 9)
-        let watchdog = config.distributed.timeoutSeconds > 0
-            ? Watchdog(timeout: config.distributed.timeoutSeconds, communicator: communicator, directory: flightRecorderDirectory,
+        let watchdog = options.distributed.timeoutSeconds > 0
+            ? Watchdog(timeout: options.distributed.timeoutSeconds, communicator: communicator, directory: flightRecorderDirectory,
                        hostNames: hostNames)
             : nil
         defer { watchdog?.stop() }
         stoppedOnRequest = false
         var reachedMaxSteps = false
-        if let trace {
-            trace.prepare(layerKinds: model.layers.map(\.kind), bucketDescriptions: reducer.buckets.map(\.description))
-            reducer.bucketReduced = { [unowned trace] bucket, start, end in trace.bucketReduced(bucket, start, end) }
+        if let observer {
+            observer.prepare(layerKinds: model.layers.map(\.kind), bucketDescriptions: reducer.buckets.map(\.description))
+            reducer.bucketReduced = { [unowned observer] bucket, start, end in observer.bucketReduced(bucket, start: start, end: end) }
         }
-        defer { reducer.bucketReduced = nil }
+        defer { reducer.bucketReduced = nil; endEpoch() }
 
-        epochs: while epoch < config.epochs && !stoppedOnRequest {
-            let plan = Trainer.epochPlan(config, samples: trainSet.count, worldSize: world, epoch: epoch)
-            let window = plan.globalBatch(perRankBatch: b)
-            let microSteps = plan.stepsRemaining(fromPosition: epochPosition, perRankBatch: b)
-            let optimizerSteps = (microSteps + k - 1) / k
-            loader.start(plan: plan, fromPosition: epochPosition, rank: rank)
-            defer { loader.stop() }
-            var epochLoss = 0.0, epochSamples = 0
+        while epoch < options.epochs && !stoppedOnRequest {
             let epochStart = Date()
-            for stepInEpoch in 0..<optimizerSteps {
-                if config.maxSteps > 0 && step >= config.maxSteps { reachedMaxSteps = true; break }
+            var stepInEpoch = 0
+            while true {
+                if options.maxSteps > 0 && step >= options.maxSteps { reachedMaxSteps = true; break }
                 watchdog?.beat(step: step)
-                let micros = min(k, microSteps - stepInEpoch * k)
-                let cursor = Int64(epoch) << 40 | Int64(epochPosition)
-                let stepRNG = RNG(seed: config.seed).split(2).split(UInt64(step))
-                let injectNaN = config.debug.nanStep == step && config.debug.nanRank == rank
-                if config.debug.hangStep == step && config.debug.hangRank == rank { Thread.sleep(forTimeInterval: 3600) }
-                var lossSum = 0.0, localSamples = 0
-                var reduceError: Error?
-                timings?.begin()
-                trace?.beginStep()
-                model.zeroGradients()
-                if config.distributed.deterministic { accumulator.zero() }
-                for micro in 0..<micros {
-                    guard let batch = loader.next() else {
-                        throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) position \(epochPosition)")
-                    }
-                    let n = batch.sampleCount
-                    epochPosition = min(epochPosition + window, plan.count)
-                    timings?.lap(.data)
-                    trace?.lap(.data)
-                    // Dropout keys by global micro-batch position, so W ranks × b and 1 rank × W micro-batches match.
-                    let context = LayerContext(training: true, rng: stepRNG.split(UInt64(micro * world + rank)))
-                    let output = model.forward(batch.features, batch: n, context: context)
-                    lossSum += Double(loss.forward(output: output, targets: batch.targets, batch: n, width: width)) * Double(n)
-                    localSamples += n
-                    timings?.lap(.forward)
-                    trace?.lap(.forward)
-                    if config.distributed.deterministic {
-                        if micro > 0 { gradients.zero() }
-                        loss.backward(output: output, targets: batch.targets, gradient: outputGradient.pointer, batch: n, width: width, scale: 1)
-                        model.backward(input: batch.features, outputGradient: outputGradient.pointer, batch: n) { trace?.layerBackwardDone($0) }
-                        Kernels.add(gradients.pointer, into: accumulator.pointer, count: parameterCount)
-                    } else {
-                        let last = micro == micros - 1
-                        loss.backward(output: output, targets: batch.targets, gradient: outputGradient.pointer, batch: n,
-                                      width: width, scale: 1 / Float(micros))
-                        model.backward(input: batch.features, outputGradient: outputGradient.pointer, batch: n) { layer in
-                            trace?.layerBackwardDone(layer)
-                            guard last else { return }
-                            if injectNaN && layer == 0 { gradients.pointer[0] = .nan }
-                            do { try reducer.layerReady(layer) } catch { reduceError = error }
-                        }
-                        if let reduceError { throw reduceError }
-                    }
-                    timings?.lap(.backward)
-                    trace?.lap(.backward)
-                }
-                if config.distributed.deterministic {
-                    gradients.pointer.update(from: accumulator.pointer, count: parameterCount)
-                    if injectNaN { gradients.pointer[0] = .nan }
-                    for layer in stride(from: model.layers.count - 1, through: 0, by: -1) { try reducer.layerReady(layer) }
-                }
-                try reducer.finish()
-                if config.distributed.deterministic && micros > 1 { Kernels.scale(gradients.pointer, by: 1 / Float(micros), count: parameterCount) }
-                timings?.lap(.allreduceWait)
-                trace?.lap(.allreduceWait)
-                if let hookError { throw hookError }
-
-                // One control vector per step: every rank takes the same decision from the same reduced values.
-                let lossFinite = lossSum.isFinite
-                let gradientsFinite = Kernels.allFinite(gradients.pointer, count: parameterCount)
-                control[0] = 1; control[1] = -1
-                control[2] = lossFinite ? 0 : Int64(rank + 1)
-                control[3] = gradientsFinite ? 0 : 1
-                control[4] = stopRequested != 0 ? 1 : 0
-                control[5] = Int64(step); control[6] = -Int64(step)
-                control[7] = cursor; control[8] = -cursor
-                let local = control
-                try control.withUnsafeMutableBufferPointer { try communicator.allreduce($0, operation: .max) }
-                if control[5] != -control[6] || control[7] != -control[8] {
-                    let all = try allgather(local.map { UInt64(bitPattern: $0) })
-                    let described = (0..<world).map { "rank \($0): step \(Int64(bitPattern: all[$0 * 9 + 5])), data position \(Int64(bitPattern: all[$0 * 9 + 7]) & 0xFF_FFFF_FFFF) of epoch \(Int64(bitPattern: all[$0 * 9 + 7]) >> 40)" }
-                    throw CollectiveError("ranks are out of lockstep at step \(step): " + described.joined(separator: "; "))
-                }
-                if control[2] != 0 || control[3] != 0 {
-                    let what = control[2] != 0 ? "loss on rank \(control[2] - 1)" : "gradients (after averaging over ranks)"
-                    if config.distributed.nonFinite == "stop" {
-                        throw CollectiveError("step \(step): non-finite \(what); stopping as distributed.nonfinite is 'stop'")
-                    }
-                    skippedSteps += 1
-                    if rank == 0 { log("step \(step): non-finite \(what); step skipped on every rank") }
-                } else {
-                    if config.clipGradientNorm > 0 {
-                        GradientClipping.clipByGlobalNorm(gradients.pointer, count: parameterCount, maxNorm: Float(config.clipGradientNorm))
-                    }
-                    optimizer.step(parameters: model.parameters.values.pointer, gradients: gradients.pointer,
-                                   count: parameterCount, learningRate: schedule.learningRate(step: step), l1: Float(config.optimizer.l1))
-                }
-                timings?.lap(.optimizer)
-                trace?.lap(.optimizer)
-                timings?.end()
-                trace?.endStep()
-                step += 1
-                epochLoss += lossSum; epochSamples += localSamples
-                if config.debug.stepDelayMilliseconds > 0 { usleep(UInt32(config.debug.stepDelayMilliseconds * 1000)) }
-                if config.distributed.checkEvery > 0 && step % config.distributed.checkEvery == 0 { try checkParametersAgree() }
-                onStep(step, stepInEpoch + 1, Float(lossSum / Double(max(localSamples, 1))))
-                if control[4] != 0 {
-                    if rank == 0 { log("stop requested: every rank stops at step \(step)") }
-                    stoppedOnRequest = true
-                    break
-                }
+                guard let stepLoss = try trainStep() else { break }
+                stepInEpoch += 1
+                onStep(step, stepInEpoch, stepLoss)
+                if stoppedOnRequest { break }
                 if checkpoints.enabled && checkpoints.everySteps > 0 && step % checkpoints.everySteps == 0 {
                     watchdog?.beat(step: step)
                     try saveCheckpoint()
@@ -446,6 +324,7 @@ public final class Trainer {
             lastMetrics = metrics
             onEpoch(metrics)
             if reachedMaxSteps { break }
+            endEpoch()
             epoch += 1
             epochPosition = 0
             if checkpoints.enabled && checkpoints.everyEpoch { watchdog?.beat(step: step); try saveCheckpoint() }
@@ -453,12 +332,116 @@ public final class Trainer {
         watchdog?.beat(step: step)
         try checkParametersAgree()
         if checkpoints.enabled && lastSavedStep != step { try saveCheckpoint() }
-        let evaluation: (loss: Double, accuracy: Double?)
-        if let lastMetrics, !stoppedOnRequest { evaluation = (lastMetrics.testLoss, lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
+        let evaluation: Evaluation
+        if let lastMetrics, !stoppedOnRequest { evaluation = Evaluation(loss: lastMetrics.testLoss, accuracy: lastMetrics.testAccuracy) } else { evaluation = try evaluate() }
         return RunSummary(testAccuracy: evaluation.accuracy, testLoss: evaluation.loss, trainLoss: lastMetrics?.trainLoss ?? .nan,
                           samplesPerSecond: Double(trainedSamples) / max(trainSeconds, 1e-9), steps: step,
-                          skippedSteps: skippedSteps, worldSize: world, seconds: Date().timeIntervalSince(start),
+                          skippedSteps: skippedSteps, worldSize: communicator.size, seconds: Date().timeIntervalSince(start),
                           parameterChecksum: parameterChecksum())
+    }
+
+    /// Trains one optimizer step on the next batches of the current epoch (starting the epoch's data when none is
+    /// in progress) and returns this rank's mean loss, or nil when the epoch has no batches left. Collective.
+    public func trainStep() throws -> Float? {
+        if current == nil { beginEpoch() }
+        guard let (plan, left) = current, left > 0 else { return nil }
+        let microBatches = min(options.accumulationSteps, left)
+        current!.microBatchesLeft -= microBatches
+        let rank = communicator.rank, world = communicator.size
+        let stepRNG = RNG(seed: options.seed).split(2).split(UInt64(step))
+        let faults = options.faults
+        if faults.hangStep == step && faults.hangRank == rank { Thread.sleep(forTimeInterval: 3600) }
+        var localControl = StepControl(step: step, cursor: Int64(epoch) << 40 | Int64(epochPosition))
+        var lossSum = 0.0, samples = 0
+        observer?.beginStep()
+        model.zeroGradients()
+        reducer.beginStep(microBatches: microBatches)
+        for micro in 0..<microBatches {
+            guard let batch = loader.next() else {
+                throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) position \(epochPosition)")
+            }
+            epochPosition = min(epochPosition + plan.globalBatch(perRankBatch: options.batchSize), plan.count)
+            observer?.lap(.data)
+            // Dropout keys by global micro-batch position, so W ranks × b and 1 rank × W micro-batches match.
+            let context = LayerContext(training: true, rng: stepRNG.split(UInt64(micro * world + rank)))
+            let output = model.forward(batch.features, batch: batch.sampleCount, context: context)
+            lossSum += Double(loss.forward(output: output, targets: batch.targets, batch: batch.sampleCount, width: model.outputWidth))
+                * Double(batch.sampleCount)
+            samples += batch.sampleCount
+            observer?.lap(.forward)
+            try backward(output: output, batch: batch, poisoned: faults.nanStep == step && faults.nanRank == rank && reducer.isLastMicroBatch)
+            observer?.lap(.backward)
+        }
+        try reducer.finish()
+        observer?.lap(.allreduceWait)
+        if let hookError { throw hookError }
+        localControl.lossNonFinite = !lossSum.isFinite
+        localControl.gradientsNonFinite = !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+        localControl.stopRequested = stopRequested != 0
+        let decision = try control.reduce(localControl, rank: rank, communicator: communicator)
+        try apply(decision)
+        observer?.lap(.optimizer)
+        observer?.endStep()
+        step += 1
+        epochLoss += lossSum; epochSamples += samples
+        if faults.stepDelayMilliseconds > 0 { usleep(UInt32(faults.stepDelayMilliseconds * 1000)) }
+        if options.distributed.checkEvery > 0 && step % options.distributed.checkEvery == 0 { try checkParametersAgree() }
+        if decision.stopRequested {
+            if rank == 0 { log("stop requested: every rank stops at step \(step)") }
+            stoppedOnRequest = true
+        }
+        return Float(lossSum / Double(max(samples, 1)))
+    }
+
+    /// Backward of one micro-batch; the reducer starts averaging buckets as their layers finish. `poisoned` puts a
+    /// NaN into the loss gradient (fault injection: a non-finite gradient on this rank).
+    private func backward(output: UnsafeMutablePointer<Float>, batch: Batch, poisoned: Bool) throws {
+        loss.backward(output: output, targets: batch.targets, gradient: outputGradient.pointer, batch: batch.sampleCount,
+                      width: model.outputWidth, scale: reducer.microBatchScale)
+        if poisoned { outputGradient.pointer[0] = .nan }
+        var reduceError: Error?
+        model.backward(input: batch.features, outputGradient: outputGradient.pointer, batch: batch.sampleCount) { layer in
+            observer?.layerBackwardDone(layer)
+            do { try reducer.layerReady(layer) } catch { reduceError = error }
+        }
+        if let reduceError { throw reduceError }
+        reducer.microBatchDone()
+    }
+
+    /// Every rank takes the same decision from the same reduced control vector: stop if out of lockstep, skip (or
+    /// stop on) a non-finite step, else clip and update.
+    private func apply(_ decision: StepControl.Decision) throws {
+        if let disagreement = decision.disagreement {
+            throw CollectiveError("ranks are out of lockstep at step \(step): " + disagreement)
+        }
+        if let what = decision.nonFinite {
+            if options.distributed.nonFinite == .stop {
+                throw CollectiveError("step \(step): non-finite \(what); stopping as distributed.nonfinite is 'stop'")
+            }
+            skippedSteps += 1
+            if communicator.rank == 0 { log("step \(step): non-finite \(what); step skipped on every rank") }
+            return
+        }
+        let gradients = model.parameters.gradients!.pointer, count = model.parameters.count
+        if options.clipGradientNorm > 0 {
+            GradientClipping.clipByGlobalNorm(gradients, count: count, maxNorm: Float(options.clipGradientNorm))
+        }
+        optimizer.step(parameters: model.parameters.values.pointer, gradients: gradients, count: count,
+                       learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
+    }
+
+    /// Starts the data of the current epoch at `epochPosition`.
+    private func beginEpoch() {
+        let plan = Trainer.epochPlan(options, samples: data.train.count, worldSize: communicator.size, epoch: epoch)
+        loader.start(plan: plan, fromPosition: epochPosition, rank: communicator.rank)
+        current = (plan, plan.stepsRemaining(fromPosition: epochPosition, perRankBatch: options.batchSize))
+        epochLoss = 0; epochSamples = 0
+    }
+
+    private func endEpoch() {
+        guard current != nil else { return }
+        loader.stop()
+        current = nil
     }
 
     /// FNV-1a hash of the parameter bytes.
@@ -468,50 +451,45 @@ public final class Trainer {
 
     /// Stops every rank, naming the ranks whose parameters differ from rank 0's.
     public func checkParametersAgree() throws {
-        let all = try allgather([parameterChecksum()])
+        let all = try communicator.allgather([parameterChecksum()])
         let diverged = (1..<communicator.size).filter { all[$0] != all[0] }
         if !diverged.isEmpty {
             throw CollectiveError("step \(step): parameters of rank \(diverged.map(String.init).joined(separator: ", ")) differ from rank 0's (checksums \(all.map { String($0, radix: 16) }.joined(separator: ", ")))")
         }
     }
 
-    /// Evaluates the test set sharded over ranks; loss and accuracy are exact sums over all samples.
-    public func evaluate() throws -> (loss: Double, accuracy: Double?) {
+    /// Evaluates the test set sharded over ranks; loss and accuracy are exact sums over all samples. Collective.
+    public func evaluate() throws -> Evaluation {
         let world = communicator.size, rank = communicator.rank
-        let n = testSet.count
+        let n = data.test.count
         let begin = n * rank / world, end = n * (rank + 1) / world
         let width = model.outputWidth
         var sums = [0.0, 0.0, 0.0]  // loss sum, correct, count
         var position = begin
         while position < end {
-            let count = min(config.evalBatchSize, end - position)
-            testSet.gather(position..<(position + count), features: evalFeatures.pointer, targets: evalTargets.pointer)
-            let output = model.forward(evalFeatures.pointer, batch: count, context: LayerContext(training: false))
-            sums[0] += Double(loss.forward(output: output, targets: evalTargets.pointer, batch: count, width: width)) * Double(count)
-            if config.loss == "cross_entropy" {
-                sums[1] += Double(countCorrect(output: output, targets: evalTargets.pointer, batch: count, width: width))
-            } else if config.loss == "bce_with_logits" {
-                // Per-label decisions, counted in samples (width labels each) so one denominator serves both losses.
-                sums[1] += Double(countCorrectBinary(logits: output, targets: evalTargets.pointer, count: count * width)) / Double(width)
-            }
+            let count = min(options.evaluationBatchSize, end - position)
+            data.test.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
+            let output = model.forward(evaluationFeatures.pointer, batch: count, context: LayerContext(training: false))
+            sums[0] += Double(loss.forward(output: output, targets: evaluationTargets.pointer, batch: count, width: width)) * Double(count)
+            sums[1] += loss.correctCount(output: output, targets: evaluationTargets.pointer, batch: count, width: width) ?? 0
             sums[2] += Double(count)
             position += count
         }
         try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
-        let accuracy: Double? = ["cross_entropy", "bce_with_logits"].contains(config.loss) ? sums[1] / max(sums[2], 1) : nil
-        return (sums[0] / max(sums[2], 1), accuracy)
+        return Evaluation(loss: sums[0] / max(sums[2], 1), accuracy: loss.measuresAccuracy ? sums[1] / max(sums[2], 1) : nil)
+    }
+
+    /// Class scores (the model's outputs) for `count` samples of `features` ([count, inputWidth]), in batches of
+    /// the evaluation batch size; local to this rank (no communication), like Keras' `predict`.
+    public func predict(_ features: UnsafePointer<Float>, count: Int) -> [Float] {
+        var result = [Float](repeating: 0, count: count * model.outputWidth)
+        var position = 0
+        while position < count {
+            let n = min(options.evaluationBatchSize, count - position)
+            let output = model.forward(features + position * model.inputWidth, batch: n, context: LayerContext(training: false))
+            for i in 0..<(n * model.outputWidth) { result[position * model.outputWidth + i] = output[i] }
+            position += n
+        }
+        return result
     }
 }
-
-/// One epoch's reduced metrics.
-public struct EpochMetrics: Sendable {
-    public var epoch: Int
-    public var step: Int
-    public var trainLoss: Double
-    public var testLoss: Double
-    public var testAccuracy: Double?
-    public var samplesPerSecond: Double
-    public var seconds: Double
-}
-
-extension Trainer: TrainingTraceHost {}

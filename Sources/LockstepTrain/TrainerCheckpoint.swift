@@ -32,39 +32,30 @@ extension Trainer {
         (model.parameters.slots + model.state.slots).map { "\($0.name)\($0.shape)" }.joined(separator: ";")
     }
 
-    /// Rank 0 claims the directory (another job holding it is an error), checks it is writable and loads the resume checkpoint; every rank learns the outcome
-    /// together (so a bad checkpoint stops all ranks with rank 0's message, before any work).
+    /// Rank 0 claims the directory (another job holding it is an error), checks it is writable and loads the resume
+    /// checkpoint; every rank learns the outcome together (so a bad checkpoint stops all ranks with rank 0's message,
+    /// before any work).
     func prepareCheckpoints() throws {
-        var failure: String?
         var position: [Int64] = [0, 0, 0, 0, 0]  // step, epoch, epoch position, optimizer steps, skipped
-        if communicator.rank == 0 {
-            do {
-                if let directory = checkpoints.directory {
-                    let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                    checkpointLock = try store.lock()
-                    try store.checkWritable()
-                }
-                if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
-                    let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                    let search = try store.resolve(resume: resume)
-                    for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
-                    if let file = search.file, let path = search.path {
-                        position = try restore(from: file)
-                        log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
-                    } else {
-                        log("resume: no checkpoint in \(directory); starting fresh")
-                    }
-                } else if checkpoints.resume == "auto" {
-                    throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
-                }
-            } catch {
-                failure = "\(error)"
+        try communicator.rootActs("prepare checkpoints") {
+            if let directory = checkpoints.directory {
+                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
+                checkpointLock = try store.lock()
+                try store.checkWritable()
             }
-        }
-        var flag: Int64 = failure == nil ? 0 : 1
-        flag = try communicator.allreduce(flag, operation: .max)
-        if flag != 0 {
-            throw CollectiveError(failure ?? "rank 0 could not prepare checkpoints (its message is above)")
+            if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
+                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
+                let search = try store.resolve(resume: resume)
+                for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
+                if let file = search.file, let path = search.path {
+                    position = try restore(from: file)
+                    log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
+                } else {
+                    log("resume: no checkpoint in \(directory); starting fresh")
+                }
+            } else if checkpoints.resume == "auto" {
+                throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
+            }
         }
         try position.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
         step = Int(position[0]); epoch = Int(position[1]); epochPosition = Int(position[2])
@@ -96,7 +87,7 @@ extension Trainer {
         if let saved = file.metadata["optimizer"], saved != optimizer.kind {
             throw CheckpointError(file: file.path, "holds \(saved) optimizer state but the config uses \(optimizer.kind)")
         }
-        if let text = file.metadata[CheckpointMetadataKey.config], text != config.resolved.canonicalText {
+        if let text = file.metadata[CheckpointMetadataKey.config], text != options.runDescription {
             log("resume: note: the config differs from the checkpoint's (same model layout); continuing with the new config")
         }
         if let saved = file.metadata[CheckpointMetadataKey.worldSize], saved != String(communicator.size) {
@@ -110,8 +101,8 @@ extension Trainer {
     /// Rank 0 writes a checkpoint of this step atomically; the others wait for its outcome, so the checkpoint
     /// reflects one step on every rank and a failed write (disk full) stops every rank with rank 0's message.
     func saveCheckpoint() throws {
-        var failure: String?
-        if communicator.rank == 0, let directory = checkpoints.directory {
+        try communicator.rootActs("write the checkpoint at step \(step)") {
+            guard let directory = checkpoints.directory else { return }
             do {
                 let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
                 var tensors = TensorSource.slots(of: model.parameters) + TensorSource.slots(of: model.state)
@@ -125,23 +116,20 @@ extension Trainer {
                     CheckpointMetadataKey.epochPosition: String(epochPosition),
                     CheckpointMetadataKey.optimizerStep: String(optimizer.stepCount),
                     CheckpointMetadataKey.worldSize: String(communicator.size),
-                    CheckpointMetadataKey.config: config.resolved.canonicalText,
+                    CheckpointMetadataKey.config: options.runDescription,
                     CheckpointMetadataKey.modelLayout: layoutDescription,
                     CheckpointMetadataKey.formatVersion: "1",
                     // Every random stream derives from the seed and the step or epoch, so the seed restores them all.
-                    CheckpointMetadataKey.rngPrefix + "seed": String(config.seed),
+                    CheckpointMetadataKey.rngPrefix + "seed": String(options.seed),
                     "optimizer": optimizer.kind, "skipped_steps": String(skippedSteps),
                     "per_rank_batch": String(perRankBatch), "global_batch": String(globalBatch),
                 ]
                 let written = try store.write(step: step, tensors: tensors, metadata: metadata)
                 for warning in written.warnings { log("checkpoint: \(warning)") }
             } catch {
-                failure = "checkpoint at step \(step): \(error)"
+                throw CollectiveError("checkpoint at step \(step): \(error)")
             }
         }
-        var flag: Int64 = failure == nil ? 0 : 1
-        flag = try communicator.allreduce(flag, operation: .max)
-        if flag != 0 { throw CollectiveError(failure ?? "rank 0 could not write the checkpoint at step \(step) (its message is above)") }
         lastSavedStep = step
     }
 }

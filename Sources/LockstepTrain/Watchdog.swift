@@ -78,15 +78,9 @@ final class Watchdog: @unchecked Sendable {
 
     /// Every rank's host name, in rank order (collective: every rank calls it at the same point).
     static func gatherHostNames(_ communicator: Communicator) throws -> [String] {
-        var name = [UInt8](repeating: 0, count: 64)
-        name.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { _ = gethostname($0.baseAddress!, 63) }
-        }
-        var all = [UInt8](repeating: 0, count: 64 * communicator.size)
-        try name.withUnsafeBytes { send in try all.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
-        return (0..<communicator.size).map { rank in
-            String(decoding: all[(rank * 64)..<(rank * 64 + 64)].prefix { $0 != 0 }, as: UTF8.self)
-        }
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        return try communicator.allgather(text: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     /// Names the first sequence number where ranks' recorded collectives differ, or the ranks that fell behind

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import LockstepBench
+import LockstepCLI
 import LockstepTrain
 
 /// `lockstep`: data-parallel training under mpirun (or standalone as one rank).

@@ -1,5 +1,9 @@
 import XCTest
 @testable import LockstepTrain
+@testable import LockstepConfig
+@testable import LockstepBench
+@testable import LockstepCLI
+import LockstepComm
 
 final class ConfigTests: XCTestCase {
     let minimal = """
@@ -27,7 +31,7 @@ final class ConfigTests: XCTestCase {
                                   "linear-regression.yaml": 9]
         for name in ["fashion-mlp.yaml", "fashion-cnn.yaml", "fashion-cnn-bn.yaml", "fashion-logreg.yaml", "linear-regression.yaml"] {
             let config = try TrainingConfig.load(file: root.appendingPathComponent("configs/\(name)").path)
-            let inputShape = config.inputShape ?? (config.data.dataset == "linear-synthetic" ? [config.data.syntheticFeatures] : [1, 28, 28])
+            let inputShape = config.inputShape ?? (config.data.dataset == .linearSynthetic ? [config.data.syntheticFeatures] : [1, 28, 28])
             let model = try ModelBuilder.build(config.layers, inputShape: inputShape)
             if let expected = expectedParameters[name] { XCTAssertEqual(model.parameters.count, expected, name) }
             XCTAssertEqual(model.outputWidth, name == "linear-regression.yaml" ? 1 : 10, name)
@@ -40,13 +44,13 @@ final class ConfigTests: XCTestCase {
             "optimizer.momentum=0.9", "schedule.type=cosine", "seed=5"])
         XCTAssertEqual(config.optimizer.learningRate, 0.25)
         XCTAssertEqual(config.batchSize, 8)
-        XCTAssertEqual(config.distributed.overlap, "thread")
+        XCTAssertEqual(config.distributed.overlap, .thread)
         XCTAssertEqual(config.optimizer.momentum, 0.9)
-        XCTAssertEqual(config.schedule.type, "cosine")
+        XCTAssertEqual(config.schedule.type, .cosine)
         XCTAssertEqual(config.seed, 5)
         XCTAssertEqual(config.epochs, 1)
         XCTAssertEqual(config.distributed.bucketMiB, 1)
-        XCTAssertEqual(config.distributed.transport, "auto")
+        XCTAssertEqual(config.distributed.transport, .auto)
         let auto = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["distributed.bucket_mb=auto"])
         XCTAssertNil(auto.distributed.bucketMiB)
         XCTAssertNotEqual(auto.hash, config.hash)

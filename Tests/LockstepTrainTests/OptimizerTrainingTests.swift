@@ -4,6 +4,9 @@ import LockstepComm
 import LockstepData
 import LockstepNN
 @testable import LockstepTrain
+@testable import LockstepConfig
+@testable import LockstepBench
+@testable import LockstepCLI
 
 /// The issue-14 optimizers and L1 wired through the config and the trainer, checkpoints of their state, and
 /// accuracy for bce_with_logits.
@@ -20,15 +23,14 @@ final class OptimizerTrainingTests: XCTestCase {
     private func trainer(_ yaml: String, overrides: [String] = [], checkpoints: CheckpointSettings = CheckpointSettings(),
                          datasets: (Dataset, Dataset)? = nil) throws -> Trainer {
         let config = try TrainingConfig.parse(yaml: yaml, source: "t", overrides: overrides)
-        let (train, test) = try datasets ?? DatasetLoader.load(config.data, seed: config.seed)
-        return try Trainer(config: config, communicator: SingleProcessCommunicator(), trainSet: train, testSet: test,
-                           checkpoints: checkpoints, log: { _ in })
+        return try config.makeTrainer(communicator: SingleProcessCommunicator(), checkpoints: checkpoints,
+                                      data: datasets.map { TrainingData(train: $0.0, test: $0.1) }, log: { _ in })
     }
 
     func testFactoryBuildsTheConfiguredOptimizer() throws {
         let rmsprop = try TrainingConfig.parse(yaml: regression, source: "t", overrides: [
             "optimizer.type=rmsprop", "optimizer.alpha=0.9", "optimizer.centered=true", "optimizer.momentum=0.5", "optimizer.weight_decay=0.01"])
-        let r = try XCTUnwrap(Trainer.makeOptimizer(rmsprop.optimizer, parameterCount: 5) as? RMSprop)
+        let r = try XCTUnwrap(TrainingConfig.makeOptimizer(rmsprop.optimizer, parameterCount: 5) as? RMSprop)
         XCTAssertEqual(r.alpha, 0.9)
         XCTAssertEqual(r.epsilon, 1e-8)
         XCTAssertEqual(r.momentum, 0.5)
@@ -36,7 +38,7 @@ final class OptimizerTrainingTests: XCTestCase {
         XCTAssertTrue(r.centered)
         let adagrad = try TrainingConfig.parse(yaml: regression, source: "t", overrides: [
             "optimizer.type=adagrad", "optimizer.lr_decay=0.01", "optimizer.initial_accumulator_value=0.1"])
-        let a = try XCTUnwrap(Trainer.makeOptimizer(adagrad.optimizer, parameterCount: 5) as? Adagrad)
+        let a = try XCTUnwrap(TrainingConfig.makeOptimizer(adagrad.optimizer, parameterCount: 5) as? Adagrad)
         XCTAssertEqual(a.learningRateDecay, 0.01)
         XCTAssertEqual(a.initialAccumulatorValue, 0.1)
         XCTAssertEqual(a.epsilon, 1e-10)

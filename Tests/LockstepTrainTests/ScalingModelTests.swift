@@ -1,6 +1,10 @@
 import XCTest
 import LockstepNN
 @testable import LockstepTrain
+@testable import LockstepConfig
+@testable import LockstepBench
+@testable import LockstepCLI
+import LockstepComm
 
 final class ScalingModelTests: XCTestCase {
     /// Measured-looking sizes: 4 B … 64 MiB in powers of 4.

@@ -4,6 +4,10 @@ import LockstepCore
 import LockstepData
 import LockstepNN
 @testable import LockstepTrain
+@testable import LockstepConfig
+@testable import LockstepBench
+@testable import LockstepCLI
+import LockstepComm
 
 /// Sequence configs, layer wiring, the synthetic sequence task and text generation.
 final class SequenceModelTests: XCTestCase {

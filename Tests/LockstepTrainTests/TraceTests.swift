@@ -3,6 +3,9 @@ import XCTest
 import LockstepComm
 import LockstepCore
 @testable import LockstepTrain
+@testable import LockstepConfig
+@testable import LockstepBench
+@testable import LockstepCLI
 
 final class TraceTests: XCTestCase {
     private func parse(_ text: String) throws -> [[String: Any]] {
@@ -50,7 +53,7 @@ final class TraceTests: XCTestCase {
         for layer in [2, 1, 0] { training.layerBackwardDone(layer) }
         training.lap(.backward)
         let start = ChromeTrace.now()
-        training.bucketReduced(0, start, start + 1000)
+        training.bucketReduced(0, start: start, end: start + 1000)
         training.lap(.allreduceWait)
         training.lap(.optimizer)
         training.endStep()

@@ -12,14 +12,31 @@ enum MPIRun {
 
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// The release binary the README's build produces (override with LOCKSTEP_BIN).
-    static var binary: String {
-        ProcessInfo.processInfo.environment["LOCKSTEP_BIN"] ?? packageRoot.appendingPathComponent(".build/release/lockstep").path
+    /// The release binary the README's build produces (override with LOCKSTEP_BIN). Under a bare `swift test`,
+    /// where no release build exists, it is built once into `.build-tests/` (a separate scratch path: the running
+    /// `swift test` holds `.build`).
+    static let binary: String = {
+        if let path = ProcessInfo.processInfo.environment["LOCKSTEP_BIN"] { return path }
+        let release = packageRoot.appendingPathComponent(".build/release/lockstep").path
+        if FileManager.default.isExecutableFile(atPath: release) { return release }
+        let scratch = packageRoot.appendingPathComponent(".build-tests").path
+        buildOnce(["swift", "build", "-c", "release", "--product", "lockstep", "--package-path", packageRoot.path, "--scratch-path", scratch])
+        return scratch + "/release/lockstep"
+    }()
+
+    /// Runs a build command, its output going to this process's stderr so a failure shows why.
+    static func buildOnce(_ command: [String]) {
+        FileHandle.standardError.write(Data("MultiRankTests: building what the tests run: \(command.joined(separator: " "))\n".utf8))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = command
+        try? process.run()
+        process.waitUntilExit()
     }
 
     static func requireBinary() throws {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
-            XCTFail("\(binary) not found: build it first with `swift build -c release` (the README's test command does)")
+            XCTFail("\(binary) not found and could not be built: build it with `swift build -c release` (the README's test command does)")
             throw XCTSkip("no binary")
         }
     }
@@ -63,6 +80,7 @@ enum MPIRun {
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         environment["OPENBLAS_NUM_THREADS"] = "1"
+        environment["LOCKSTEP_BIN"] = binary  // the launchers run the binary under test
         process.environment = environment
         let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-out-\(UUID().uuidString)")
         let errorFile = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-err-\(UUID().uuidString)")

@@ -1,7 +1,9 @@
 import Foundation
 import LockstepComm
+import LockstepConfig
 import LockstepCore
 import LockstepNN
+import LockstepTrain
 
 extension Session {
     /// `lockstep bench train`: trains `warmup + steps` steps of a config and reports steady-state throughput,
@@ -15,14 +17,11 @@ extension Session {
         var all = overrides + ["training.max_steps=\(warmup + steps)"]
         if !overrides.contains(where: { $0.hasPrefix("data.test_subset=") }) { all.insert("data.test_subset=512", at: 0) }
         let config = try TrainingConfig.load(file: configPath, overrides: all)
-        let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
-        let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
-                                  log: { [weak self] in self?.say($0) })
+        let trainer = try config.makeTrainer(communicator: communicator, log: { [weak self] in self?.say($0) })
         let world = communicator.size
         let timings = StepTimings(capacity: steps, warmupSteps: warmup)
-        trainer.timings = timings
         let trace = tracePath.map { _ in TrainingTrace(rank: communicator.rank) }
-        trainer.trace = trace
+        trainer.observer = trace.map { StepObservers([timings, $0]) } ?? timings
         let totalSteps = warmup + steps
         if totalSteps > trainer.stepsPerEpoch {
             say("bench train: note: \(totalSteps) steps cross an epoch boundary (\(trainer.stepsPerEpoch) steps per epoch); the epoch's evaluation falls between steps and is not timed")
@@ -50,8 +49,7 @@ extension Session {
         let stepMedian = timings.medianTotal()
         // Per-rank view: gather each rank's phase medians, step median and sgemm rate.
         let mine = phaseMedians + [stepMedian, sgemm]
-        var gathered = [Double](repeating: 0, count: mine.count * world)
-        try mine.withUnsafeBytes { send in try gathered.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
+        let gathered = try communicator.allgather(mine)
         guard isLeader else { return }
 
         let timedSteps = min(steps, trainer.step - warmup)
@@ -103,7 +101,7 @@ extension Session {
                             samplesPerSecond, timedSteps, stepMedian * 1e3, Double(trainer.globalBatch) / max(stepMedian, 1e-12))]
         lines.append("median per step (rank 0): " + phases.map { String(format: "%@ %.3f ms", $0.name, phaseMedians[$0.rawValue] * 1e3) }.joined(separator: ", "))
         lines.append(String(format: "allreduce wait %.1f%% of the step; %d bucket%@ of %@ gradients (%@)", waitFraction * 100, buckets.count,
-                            buckets.count == 1 ? "" : "s", ScalingModel.formatBytes(Double(trainer.model.parameters.count * 4)),
+                            buckets.count == 1 ? "" : "s", formatByteCount(Double(trainer.model.parameters.count * 4)),
                             trainer.gradientReduction.rawValue))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
@@ -162,7 +160,7 @@ public enum ScalingProjection {
         out.append("|---|---:|---:|---:|---:|---:|")
         let links = [("this machine (fitted)", fit)] + gigabitsPerSecond.map { ("\(formatRate($0)) Gb/s", AlphaBeta(alpha: networkAlpha, gigabitsPerSecond: $0)) }
         for (label, link) in links {
-            let cells = [2, 8, 64, 1024].map { ScalingModel.formatBytes(link.suggestedBucketBytes(ranks: $0, ratio: ratio)) }
+            let cells = [2, 8, 64, 1024].map { formatByteCount(link.suggestedBucketBytes(ranks: $0, ratio: ratio)) }
             out.append("| \(label) | \(String(format: "%.1f µs", link.alpha * 1e6)) | " + cells.joined(separator: " | ") + " |")
         }
         out.append("")
@@ -186,7 +184,7 @@ public enum ScalingProjection {
             out.append("")
             out.append(String(format: "**%@** (per-rank batch %d, measured on %d rank%@): compute %.2f ms per step (backward %.2f ms), %@ of gradients in %d bucket%@",
                               name, measured.perRankBatch, ranks, ranks == 1 ? "" : "s", measured.computeSeconds * 1e3, backward * 1e3,
-                              ScalingModel.formatBytes(gradientBytes), measured.bucketCount, measured.bucketCount == 1 ? "" : "s"))
+                              formatByteCount(gradientBytes), measured.bucketCount, measured.bucketCount == 1 ? "" : "s"))
             if ranks != 1 { out.append("(measured on more than one rank: the compute times include contention between ranks)") }
             out.append("")
             out.append(ScalingModel.markdownTable(measured, nodes: nodes, gigabitsPerSecond: gigabitsPerSecond, alpha: networkAlpha))

@@ -1,6 +1,8 @@
 import Foundation
 import LockstepComm
+import LockstepConfig
 import LockstepCore
+import LockstepTrain
 
 /// Allreduce latency and bandwidth sweep (`lockstep bench allreduce`).
 ///
@@ -68,12 +70,12 @@ public enum AllreduceBench {
         for bytes in sizes {
             let slice = UnsafeMutableBufferPointer(start: buffer.pointer, count: bytes / 4)
             let repetitions = repetitions(bytes: bytes)
-            let viaCommunicator = try timeTrials(communicator: communicator, trials: trials, warmup: warmupTrials, repetitions: repetitions) {
+            let viaCommunicator = try communicator.timeCollective(trials: trials, warmup: warmupTrials, repetitions: repetitions) {
                 try communicator.allreduceSum(slice)
             }
             var raw: Double?
             if let mpi {
-                raw = try timeTrials(communicator: communicator, trials: trials, warmup: warmupTrials, repetitions: repetitions) {
+                raw = try communicator.timeCollective(trials: trials, warmup: warmupTrials, repetitions: repetitions) {
                     let code = mpi.rawAllreduceSum(slice)
                     if code != 0 {
                         throw CommunicationError(operation: "raw MPI_Allreduce(float32 × \(slice.count))", rank: communicator.rank,
@@ -85,7 +87,7 @@ public enum AllreduceBench {
             if let shared {
                 let reducer = try GradientReducer(communicator: communicator, gradients: UnsafeMutableBufferPointer(start: shared.local, count: bytes / 4),
                                                   layerStartOffsets: [0], mode: .sharedMemory, shared: shared)
-                viaSharedMemory = try timeTrials(communicator: communicator, trials: trials, warmup: warmupTrials, repetitions: repetitions) {
+                viaSharedMemory = try communicator.timeCollective(trials: trials, warmup: warmupTrials, repetitions: repetitions) {
                     try reducer.finish()
                 }
             }
@@ -95,21 +97,6 @@ public enum AllreduceBench {
         return rows
     }
 
-    /// Median over `trials` of the slowest rank's seconds per call; a barrier starts every trial.
-    static func timeTrials(communicator: any Communicator, trials: Int, warmup: Int, repetitions: Int,
-                           _ body: () throws -> Void) throws -> Double {
-        var nanoseconds = [Int64](repeating: 0, count: max(trials, 1))
-        for trial in -warmup..<nanoseconds.count {
-            try communicator.barrier()
-            let start = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<repetitions { try body() }
-            let elapsed = DispatchTime.now().uptimeNanoseconds - start
-            if trial >= 0 { nanoseconds[trial] = Int64(elapsed) }
-        }
-        // A collective finishes when its slowest rank does.
-        try nanoseconds.withUnsafeMutableBufferPointer { try communicator.allreduce($0, operation: .max) }
-        return StepTimings.median(nanoseconds.map { Double($0) * 1e-9 / Double(repetitions) })
-    }
 
     /// Fixed-width table (bytes, µs and GB/s busbw per path).
     public static func table(_ rows: [Row], ranks: Int) -> String {

@@ -1,13 +1,36 @@
 import Foundation
 import LockstepComm
 import LockstepCore
+import LockstepData
+import LockstepTrain
+
+/// The datasets a config can name (`data.dataset`).
+public enum DatasetKind: String, Sendable, CaseIterable {
+    case fashionMNIST = "fashion-mnist", mnist, cifar10, csv, linearSynthetic = "linear-synthetic", text
+    case sequenceSynthetic = "sequence-synthetic"
+}
+
+/// The losses a config can name (`loss`).
+public enum LossKind: String, Sendable, CaseIterable {
+    case crossEntropy = "cross_entropy", mse, bceWithLogits = "bce_with_logits", sequenceCrossEntropy = "sequence_cross_entropy"
+}
+
+/// The optimizers a config can name (`optimizer.type`).
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    case sgd, adam, adamw, rmsprop, adagrad
+}
+
+/// The learning-rate schedules a config can name (`schedule.type`).
+public enum ScheduleKind: String, Sendable, CaseIterable {
+    case constant, step, cosine
+}
 
 /// Everything a training run needs, read and validated from YAML before any work starts.
 public struct TrainingConfig: Sendable {
     /// Where the samples come from.
     public struct Data: Sendable {
-        /// `fashion-mnist`, `mnist`, `cifar10`, `csv`, `linear-synthetic`, `text` or `sequence-synthetic`.
-        public var dataset: String
+        /// Which reader (or generator) provides the samples.
+        public var dataset: DatasetKind
         /// Directory (IDX, CIFAR) or file (CSV).
         public var path: String
         /// Use only the first N training samples (0 = all).
@@ -17,15 +40,15 @@ public struct TrainingConfig: Sendable {
         /// Shuffle every epoch.
         public var shuffle: Bool
         /// Gather the next batch on a background thread: `auto` does when a rank has more than one core.
-        public var prefetch: String
-        /// `drop_last` or `wrap_pad` for dataset sizes not divisible by the world size.
-        public var shardPolicy: String
+        public var prefetch: TrainingOptions.Prefetch
+        /// What to do with samples left over when the dataset size does not divide by the world size.
+        public var shardPolicy: EpochPlan.Policy
         /// CSV: label column (index or header name).
         public var labelColumn: String
         /// CSV: first line is a header.
         public var header: Bool
-        /// CSV: `classification` (integer labels) or `regression`.
-        public var task: String
+        /// CSV: integer labels or real-valued targets.
+        public var task: CSVTask
         /// CSV: test file.
         public var testPath: String
         /// Synthetic: sample count, feature count and noise.
@@ -50,7 +73,7 @@ public struct TrainingConfig: Sendable {
 
     /// The optimizer.
     public struct OptimizerConfig: Sendable {
-        public var type: String
+        public var type: OptimizerKind
         public var learningRate: Double
         public var momentum: Double
         public var nesterov: Bool
@@ -72,35 +95,11 @@ public struct TrainingConfig: Sendable {
 
     /// The learning-rate schedule.
     public struct ScheduleConfig: Sendable {
-        public var type: String
+        public var type: ScheduleKind
         public var warmupEpochs: Double
         public var stepEpochs: Double
         public var gamma: Double
         public var minimumLearningRate: Double
-    }
-
-    /// Data-parallel behaviour.
-    public struct DistributedConfig: Sendable {
-        /// Gradient bucket cap in MiB; nil for `auto` (chosen from allreduces timed at start-up).
-        public var bucketMiB: Double?
-        /// `blocking`, `polling` or `thread`.
-        public var overlap: String
-        /// How blocking reductions travel: `auto` (node-shared memory when every rank is on one node), `mpi`, `shared_memory`.
-        public var transport: String
-        /// Fixed reduction order: bit-identical to one rank accumulating the same micro-batches.
-        public var deterministic: Bool
-        /// Reduce BatchNorm statistics across ranks.
-        public var syncBatchNorm: Bool
-        /// Compare a parameter checksum across ranks every N steps (0 = only at the end).
-        public var checkEvery: Int
-        /// Goyal et al.: lr × global_batch / base_batch.
-        public var scaleLearningRate: Bool
-        /// Batch size the base learning rate was tuned for.
-        public var baseBatch: Int
-        /// `skip` or `stop` when loss or gradients are non-finite on any rank.
-        public var nonFinite: String
-        /// Seconds a collective may wait before the watchdog stops the job (0 = off).
-        public var timeoutSeconds: Double
     }
 
     /// Checkpointing.
@@ -110,27 +109,11 @@ public struct TrainingConfig: Sendable {
         public var keep: Int
     }
 
-    /// Fault injection for tests of the engine itself.
-    public struct DebugConfig: Sendable {
-        /// Put a NaN in the gradients of `nanRank` at optimizer step `nanStep` (-1 = never).
-        public var nanStep: Int
-        public var nanRank: Int
-        /// Sleep this many milliseconds per step (lets tests kill a rank mid-run).
-        public var stepDelayMilliseconds: Int
-        /// Rank `hangRank` stops responding at step `hangStep` (-1 = never): exercises the watchdog.
-        public var hangStep: Int
-        public var hangRank: Int
-        /// A deliberately wrong gradient reduction (tests show their bound catches it).
-        public var reductionFault: ReductionFault
-        /// Deliver each batch's samples in reverse order (tests measure the float rounding spread with it).
-        public var reverseBatches: Bool
-    }
-
     public var seed: UInt64
     public var data: Data
     public var inputShape: [Int]?
     public var layers: [LayerSpec]
-    public var loss: String
+    public var loss: LossKind
     public var optimizer: OptimizerConfig
     public var schedule: ScheduleConfig
     /// Samples per rank per micro-batch.
@@ -144,9 +127,15 @@ public struct TrainingConfig: Sendable {
     public var clipGradientNorm: Double
     /// Evaluation batch size per rank.
     public var evalBatchSize: Int
-    public var distributed: DistributedConfig
+    /// Data-parallel behaviour (`distributed.*` except the two learning-rate keys below).
+    public var distributed: DistributedOptions
+    /// `distributed.scale_lr`: lr × global batch / `baseBatch` (Goyal et al. 2017).
+    public var scaleLearningRate: Bool
+    /// `distributed.base_batch`: the batch size the learning rate was tuned for.
+    public var baseBatch: Int
     public var checkpoint: CheckpointConfig
-    public var debug: DebugConfig
+    /// `debug.*`: fault injection for tests of the engine itself.
+    public var debug: FaultInjection
     /// The resolved tree (after overrides), as read.
     public var resolved: ConfigValue
 
@@ -185,20 +174,19 @@ public struct TrainingConfig: Sendable {
         seed = UInt64(try root.int("seed", default: 0, range: 0...Int.max))
 
         let d = try root.child("data")
-        let dataset = try d.string("dataset", default: "fashion-mnist",
-                                   allowed: ["fashion-mnist", "mnist", "cifar10", "csv", "linear-synthetic", "text", "sequence-synthetic"])
-        let defaultPath = ["fashion-mnist": "/usr/share/datasets/fashion-mnist", "text": "/usr/share/games/fortunes"][dataset] ?? ""
-        let sequenceLength = try d.int("sequence_length", default: dataset == "text" ? 64 : 15, range: 1...100_000)
+        let dataset = try d.word("dataset", default: DatasetKind.fashionMNIST)
+        let defaultPath = [.fashionMNIST: "/usr/share/datasets/fashion-mnist", .text: "/usr/share/games/fortunes"][dataset] ?? ""
+        let sequenceLength = try d.int("sequence_length", default: dataset == .text ? 64 : 15, range: 1...100_000)
         data = Data(dataset: dataset,
                     path: try d.string("path", default: defaultPath),
                     trainSubset: try d.int("train_subset", default: 0, range: 0...Int.max),
                     testSubset: try d.int("test_subset", default: 0, range: 0...Int.max),
                     shuffle: try d.bool("shuffle", default: true),
-                    prefetch: try d.string("prefetch", default: "auto", allowed: ["auto", "true", "false"]),
-                    shardPolicy: try d.string("shard_policy", default: "drop_last", allowed: ["drop_last", "wrap_pad"]),
+                    prefetch: try d.word("prefetch", default: TrainingOptions.Prefetch.auto),
+                    shardPolicy: try d.word("shard_policy", default: EpochPlan.Policy.dropLast),
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),
-                    task: try d.string("task", default: "classification", allowed: ["classification", "regression"]),
+                    task: try d.word("task", default: CSVTask.classification),
                     testPath: try d.string("test_path", default: ""),
                     syntheticSamples: try d.int("samples", default: 4096, range: 1...10_000_000),
                     syntheticFeatures: try d.int("features", default: 8, range: 1...100_000),
@@ -206,7 +194,7 @@ public struct TrainingConfig: Sendable {
                     sequenceLength: sequenceLength,
                     stride: try d.int("stride", default: sequenceLength, range: 1...100_000))
         try d.rejectUnknownKeys()
-        if ["mnist", "cifar10", "csv"].contains(dataset) && data.path.isEmpty {
+        if [.mnist, .cifar10, .csv].contains(dataset) && data.path.isEmpty {
             throw ConfigError("key 'data.path': required for dataset '\(dataset)'")
         }
 
@@ -224,19 +212,19 @@ public struct TrainingConfig: Sendable {
         guard !layers.isEmpty else { throw ConfigError("key 'model.layers': the model needs at least one layer") }
         try m.rejectUnknownKeys()
 
-        loss = try root.string("loss", default: "cross_entropy", allowed: ["cross_entropy", "mse", "bce_with_logits", "sequence_cross_entropy"])
+        loss = try root.word("loss", default: LossKind.crossEntropy)
         // Layers after the softmax that keep its values probabilities (reshape, or drop some).
-        if loss.hasSuffix("cross_entropy"),
+        if loss == .crossEntropy || loss == .sequenceCrossEntropy,
            let last = layers.last(where: { !["flatten", "dropout", "last_time_step"].contains($0.type) }), last.type == "softmax" {
-            throw ConfigError("key 'model.layers[\(last.index)]': softmax before loss \(loss) applies softmax twice; remove the layer — \(loss) takes logits")
+            throw ConfigError("key 'model.layers[\(last.index)]': softmax before loss \(loss.rawValue) applies softmax twice; remove the layer — \(loss.rawValue) takes logits")
         }
 
         let o = try root.child("optimizer")
-        let optimizerType = try o.string("type", default: "sgd", allowed: ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+        let optimizerType = try o.word("type", default: OptimizerKind.sgd)
         // Options of one optimizer only: naming them for another would be silently ignored.
-        for (key, owner) in [("alpha", "rmsprop"), ("centered", "rmsprop"), ("lr_decay", "adagrad"), ("initial_accumulator_value", "adagrad")]
+        for (key, owner) in [("alpha", OptimizerKind.rmsprop), ("centered", .rmsprop), ("lr_decay", .adagrad), ("initial_accumulator_value", .adagrad)]
             where o.has(key) && optimizerType != owner {
-            throw ConfigError("key '\(o.keyPath(key))': only optimizer.type \(owner) uses it, the type is \(optimizerType)")
+            throw ConfigError("key '\(o.keyPath(key))': only optimizer.type \(owner.rawValue) uses it, the type is \(optimizerType.rawValue)")
         }
         optimizer = OptimizerConfig(type: optimizerType,
                                     learningRate: try o.double("lr", range: 1e-12...1e3),
@@ -246,7 +234,7 @@ public struct TrainingConfig: Sendable {
                                     beta1: try o.double("beta1", default: 0.9, range: 0...0.99999),
                                     beta2: try o.double("beta2", default: 0.999, range: 0...0.9999999),
                                     // PyTorch's Adagrad defaults to 1e-10, its other optimizers to 1e-8.
-                                    epsilon: try o.double("eps", default: optimizerType == "adagrad" ? 1e-10 : 1e-8, range: 1e-30...1),
+                                    epsilon: try o.double("eps", default: optimizerType == .adagrad ? 1e-10 : 1e-8, range: 1e-30...1),
                                     alpha: try o.double("alpha", default: 0.99, range: 0...1),
                                     centered: try o.bool("centered", default: false),
                                     learningRateDecay: try o.double("lr_decay", default: 0, range: 0...1e6),
@@ -258,7 +246,7 @@ public struct TrainingConfig: Sendable {
         }
 
         let s = try root.child("schedule")
-        schedule = ScheduleConfig(type: try s.string("type", default: "constant", allowed: ["constant", "step", "cosine"]),
+        schedule = ScheduleConfig(type: try s.word("type", default: ScheduleKind.constant),
                                   warmupEpochs: try s.double("warmup_epochs", default: 0, range: 0...10_000),
                                   stepEpochs: try s.double("step_epochs", default: 10, range: 1e-6...10_000),
                                   gamma: try s.double("gamma", default: 0.1, range: 0...1),
@@ -282,16 +270,17 @@ public struct TrainingConfig: Sendable {
             guard text == "auto" else { throw ConfigError("key '\(x.keyPath("bucket_mb"))': expected a number of MiB or auto, found '\(text)'") }
             bucketIsAuto = true
         }
-        distributed = DistributedConfig(bucketMiB: bucketIsAuto ? nil : try x.double("bucket_mb", default: 1, range: 0.001...4096),
-                                        overlap: try x.string("overlap", default: "blocking", allowed: ["blocking", "polling", "thread"]),
-                                        transport: try x.string("transport", default: "auto", allowed: ["auto", "mpi", "shared_memory"]),
-                                        deterministic: try x.bool("deterministic", default: false),
-                                        syncBatchNorm: try x.bool("sync_batchnorm", default: false),
-                                        checkEvery: try x.int("check_every", default: 100, range: 0...Int.max),
-                                        scaleLearningRate: try x.bool("scale_lr", default: false),
-                                        baseBatch: try x.int("base_batch", default: 64, range: 1...Int.max),
-                                        nonFinite: try x.string("nonfinite", default: "skip", allowed: ["skip", "stop"]),
-                                        timeoutSeconds: try x.double("timeout_seconds", default: 300, range: 0...1e6))
+        distributed = DistributedOptions()
+        distributed.bucketMiB = bucketIsAuto ? nil : try x.double("bucket_mb", default: 1, range: 0.001...4096)
+        distributed.overlap = try x.word("overlap", default: DistributedOptions.Overlap.blocking)
+        distributed.transport = try x.word("transport", default: DistributedOptions.Transport.auto)
+        distributed.deterministic = try x.bool("deterministic", default: false)
+        distributed.syncBatchNorm = try x.bool("sync_batchnorm", default: false)
+        distributed.checkEvery = try x.int("check_every", default: 100, range: 0...Int.max)
+        distributed.nonFinite = try x.word("nonfinite", default: DistributedOptions.NonFinitePolicy.skip)
+        distributed.timeoutSeconds = try x.double("timeout_seconds", default: 300, range: 0...1e6)
+        scaleLearningRate = try x.bool("scale_lr", default: false)
+        baseBatch = try x.int("base_batch", default: 64, range: 1...Int.max)
         try x.rejectUnknownKeys()
 
         let c = try root.child("checkpoint")
@@ -301,15 +290,15 @@ public struct TrainingConfig: Sendable {
         try c.rejectUnknownKeys()
 
         let g = try root.child("debug")
-        debug = DebugConfig(nanStep: try g.int("nan_step", default: -1, range: -1...Int.max),
-                            nanRank: try g.int("nan_rank", default: 0, range: 0...Int.max),
-                            stepDelayMilliseconds: try g.int("step_delay_ms", default: 0, range: 0...60_000),
-                            hangStep: try g.int("hang_step", default: -1, range: -1...Int.max),
-                            hangRank: try g.int("hang_rank", default: 0, range: 0...Int.max),
-                            reductionFault: ReductionFault(rawValue: try g.string("reduction_fault", default: "none",
-                                                                                  allowed: ReductionFault.allCases.map(\.rawValue)))!,
-                            reverseBatches: try g.bool("reverse_batches", default: false))
-        if debug.reductionFault == .skipBucket && distributed.overlap != "blocking" && !distributed.deterministic {
+        debug = FaultInjection()
+        debug.nanStep = try g.int("nan_step", default: -1, range: -1...Int.max)
+        debug.nanRank = try g.int("nan_rank", default: 0, range: 0...Int.max)
+        debug.stepDelayMilliseconds = try g.int("step_delay_ms", default: 0, range: 0...60_000)
+        debug.hangStep = try g.int("hang_step", default: -1, range: -1...Int.max)
+        debug.hangRank = try g.int("hang_rank", default: 0, range: 0...Int.max)
+        debug.reductionFault = try g.word("reduction_fault", default: ReductionFault.none)
+        debug.reverseBatches = try g.bool("reverse_batches", default: false)
+        if debug.reductionFault == .skipBucket && distributed.overlap != .blocking && !distributed.deterministic {
             throw ConfigError("key 'debug.reduction_fault': skip_bucket needs distributed.overlap 'blocking' (the overlap modes start buckets during backward)")
         }
         try g.rejectUnknownKeys()

@@ -1,6 +1,8 @@
 import Foundation
 import LockstepComm
+import LockstepConfig
 import LockstepCore
+import LockstepTrain
 import LockstepData
 import LockstepNN
 
@@ -16,7 +18,7 @@ public enum Bench {
             try body()
             samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
         }
-        return StepTimings.median(samples)
+        return Statistics.median(samples)
     }
 
     /// One row of the Linear-versus-sgemm comparison.

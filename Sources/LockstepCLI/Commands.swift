@@ -1,8 +1,10 @@
 import Foundation
 import LockstepCheckpoint
 import LockstepComm
+import LockstepConfig
 import LockstepCore
 import LockstepData
+import LockstepTrain
 
 extension Session {
     /// `lockstep train`: loads and checks the config, trains, writes metrics and prints a summary on rank 0.
@@ -10,15 +12,14 @@ extension Session {
                       dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil,
                       tracePath: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
-        let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
         let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
         let checkpoints = CheckpointSettings(directory: checkpointDirectory, resume: resume,
                                              everySteps: config.checkpoint.everySteps, everyEpoch: config.checkpoint.everyEpoch,
                                              keep: config.checkpoint.keep)
-        let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
-                                  checkpoints: checkpoints, log: { [weak self] in self?.say($0) })
+        let trainer = try config.makeTrainer(communicator: communicator, checkpoints: checkpoints, log: { [weak self] in self?.say($0) })
+        let trainSet = trainer.data.train
         let trace = tracePath.map { _ in TrainingTrace(rank: communicator.rank) }
-        trainer.trace = trace
+        trainer.observer = trace
         let world = communicator.size
         say("lockstep: \(configPath) on \(world) rank\(world == 1 ? "" : "s"): \(trainer.model.parameters.count) parameters, "
             + "batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), \(trainSet.count) training samples, "
@@ -29,17 +30,13 @@ extension Session {
         let progress = ProgressDisplay(totalSteps: totalSteps, samplesPerStep: trainer.globalBatch, enabled: isLeader)
         let summary = try trainer.run(onEpoch: { epoch in
             progress.clearLine()
-            let accuracy = epoch.testAccuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
-            self.say(String(format: "epoch %d step %d: train loss %.4f test loss %.4f%@ %.0f samples/s %.1f s",
-                            epoch.epoch, epoch.step, epoch.trainLoss, epoch.testLoss, accuracy, epoch.samplesPerSecond, epoch.seconds))
+            self.say(epoch.line)
             metrics?.write(epoch)
         }, onStep: { step, _, loss in progress.step(step, loss: loss) })
         progress.clearLine()
         if let trace, let tracePath { try trace.write(to: tracePath, communicator: communicator) }
         metrics?.write(summary, perRankBatch: trainer.perRankBatch, globalBatch: trainer.globalBatch)
-        let accuracy = summary.testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
-        say(String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",
-                   accuracy, summary.testLoss, summary.steps, summary.skippedSteps, summary.samplesPerSecond, summary.seconds))
+        say(summary.line)
         if trainer.stoppedOnRequest && isLeader {
             // On stderr, where the launchers look for it: mpirun exits 1 after a forwarded SIGTERM even when every
             // rank stopped cleanly, and this line is how `launch/supervise` tells that apart from a crash.
@@ -60,9 +57,9 @@ extension Session {
     /// `lockstep eval`: evaluates parameters from a raw float32 file (or the seeded initial model) on the test set.
     public func evaluate(configPath: String, overrides: [String], parametersPath: String?, checkpointPath: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
-        let (trainSet, testSet) = try DatasetLoader.load(config.data, seed: config.seed)
-        let trainer = try Trainer(config: config, communicator: communicator, trainSet: trainSet, testSet: testSet,
-                                  checkpoints: CheckpointSettings(resume: checkpointPath), log: { [weak self] in self?.say($0) })
+        let trainer = try config.makeTrainer(communicator: communicator, checkpoints: CheckpointSettings(resume: checkpointPath),
+                                             log: { [weak self] in self?.say($0) })
+        let testSet = trainer.data.test
         if let parametersPath {
             guard let data = FileManager.default.contents(atPath: parametersPath) else {
                 throw ConfigError("--parameters \(parametersPath): cannot read the file")
@@ -123,8 +120,7 @@ extension Session {
                     guard shortest == length else {
                         throw CollectiveError("shards of \(sampleCount) samples (\(policy)) differ in length: \(shortest) vs \(length)")
                     }
-                    var all = [Int64](repeating: 0, count: mine.count * world)
-                    try mine.withUnsafeBytes { send in try all.withUnsafeMutableBytes { try communicator.allgather(send: send, receive: $0) } }
+                    let all = try communicator.allgather(mine)
                     // Positions in the padded permutation are unique per rank; sample ids repeat only through wrap padding.
                     let expected = policy == .dropLast ? sampleCount / world * world : (sampleCount + world - 1) / world * world
                     guard all.count == expected else {

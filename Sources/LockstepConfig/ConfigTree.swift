@@ -1,5 +1,6 @@
 import Foundation
 import LockstepCore
+import LockstepTrain
 import Yams
 
 /// A parsed YAML document as a plain value tree, with `--set` overrides and a canonical text for hashing.
@@ -82,13 +83,6 @@ public indirect enum ConfigValue: Equatable, Sendable {
     }
 }
 
-/// A configuration problem: names the key path and the reason.
-public struct ConfigError: Error, CustomStringConvertible {
-    /// The message.
-    public var description: String
-    /// Creates an error.
-    public init(_ description: String) { self.description = description }
-}
 
 /// Typed reading of one mapping, tracking which keys were read so unknown keys can be rejected with their path.
 final class ConfigReader {
@@ -170,6 +164,11 @@ final class ConfigReader {
             throw ConfigError("key '\(keyPath(key))': '\(result)' is not one of \(allowed.joined(separator: ", "))")
         }
         return result
+    }
+
+    /// One of an enum's words (its raw values); an unknown word is an error listing the allowed ones.
+    func word<Word: RawRepresentable & CaseIterable>(_ key: String, default value: Word) throws -> Word where Word.RawValue == String {
+        Word(rawValue: try string(key, default: value.rawValue, allowed: Word.allCases.map(\.rawValue)))!
     }
 
     func ints(_ key: String, default value: [Int]? = nil) throws -> [Int]? {

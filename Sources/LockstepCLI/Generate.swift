@@ -1,8 +1,10 @@
 import Foundation
 import LockstepCheckpoint
+import LockstepConfig
 import LockstepCore
 import LockstepData
 import LockstepNN
+import LockstepTrain
 
 #if canImport(Glibc)
 import Glibc
@@ -25,8 +27,8 @@ public final class TextGenerator {
 
     /// Builds the model of `config` and the vocabulary of its corpus; `parameters` (raw float32) must match the model.
     public init(config: TrainingConfig, parameters: Data) throws {
-        guard config.data.dataset == "text" else {
-            throw ConfigError("key 'data.dataset': generation needs a text language model config, this one is '\(config.data.dataset)'")
+        guard config.data.dataset == .text else {
+            throw ConfigError("key 'data.dataset': generation needs a text language model config, this one is '\(config.data.dataset.rawValue)'")
         }
         text = try TextDataset.load(path: config.data.path, sequenceLength: config.data.sequenceLength, stride: config.data.stride)
         let length = config.data.sequenceLength

@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepNN
+import LockstepTrain
 
 /// Turns the config's layer list into a `Sequential`, inferring each layer's input size from the one before.
 public enum ModelBuilder {

@@ -1,13 +1,11 @@
 import Foundation
+import LockstepCore
+import LockstepTrain
 
 /// Per-step wall time of each phase of a training step, recorded into preallocated storage (benchmarks).
-public final class StepTimings {
+public final class StepTimings: StepObserver {
     /// The phases of one step, in order.
-    public enum Phase: Int, CaseIterable, Sendable {
-        case data, forward, backward, allreduceWait, optimizer
-        /// Name used in reports and JSON.
-        public var name: String { ["data", "forward", "backward", "allreduce_wait", "optimizer"][rawValue] }
-    }
+    public typealias Phase = StepPhase
 
     private var seconds: [[Double]]
     private var current = [Double](repeating: 0, count: Phase.allCases.count)
@@ -25,7 +23,7 @@ public final class StepTimings {
     }
 
     /// Starts timing a step.
-    @inline(__always) public func begin() {
+    @inline(__always) public func beginStep() {
         for i in current.indices { current[i] = 0 }
         mark = DispatchTime.now().uptimeNanoseconds
     }
@@ -38,7 +36,7 @@ public final class StepTimings {
     }
 
     /// Ends the step; stored if past warm-up and there is room.
-    @inline(__always) public func end() {
+    @inline(__always) public func endStep() {
         seen += 1
         guard seen > warmupSteps, count < seconds[0].count else { return }
         for phase in 0..<current.count { seconds[phase][count] = current[phase] }
@@ -46,17 +44,10 @@ public final class StepTimings {
     }
 
     /// Median seconds of `phase` over the recorded steps.
-    public func median(_ phase: Phase) -> Double { StepTimings.median(Array(seconds[phase.rawValue][0..<count])) }
+    public func median(_ phase: Phase) -> Double { Statistics.median(Array(seconds[phase.rawValue][0..<count])) }
 
     /// Median of the per-step totals.
     public func medianTotal() -> Double {
-        StepTimings.median((0..<count).map { step in seconds.reduce(0) { $0 + $1[step] } })
-    }
-
-    /// Median of `values` (0 when empty).
-    public static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        Statistics.median((0..<count).map { step in seconds.reduce(0) { $0 + $1[step] } })
     }
 }

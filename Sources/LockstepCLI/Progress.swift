@@ -1,4 +1,5 @@
 import Foundation
+import LockstepTrain
 
 /// Rank 0's progress display: a redrawn bar with loss, samples/s and ETA on a terminal, plain lines otherwise.
 final class ProgressDisplay {

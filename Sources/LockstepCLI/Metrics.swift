@@ -1,4 +1,5 @@
 import Foundation
+import LockstepTrain
 import LockstepCore
 
 /// Appends one JSON object per line to a metrics file (rank 0 only): per-epoch records and a final summary.

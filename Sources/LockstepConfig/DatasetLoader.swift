@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepData
+import LockstepTrain
 
 /// Loads the train and test sets a config names; features normalized with the training set's statistics.
 public enum DatasetLoader {
@@ -7,31 +8,31 @@ public enum DatasetLoader {
     public static func load(_ data: TrainingConfig.Data, seed: UInt64) throws -> (train: Dataset, test: Dataset) {
         var train: Dataset, test: Dataset
         switch data.dataset {
-        case "fashion-mnist", "mnist":
+        case .fashionMNIST, .mnist:
             train = try FashionMNIST.load(directory: data.path, split: .train)
             test = try FashionMNIST.load(directory: data.path, split: .test)
-        case "cifar10":
+        case .cifar10:
             train = try CIFAR10.load(directory: data.path, split: .train)
             test = try CIFAR10.load(directory: data.path, split: .test)
-        case "csv":
+        case .csv:
             guard !data.testPath.isEmpty else { throw ConfigError("key 'data.test_path': required for dataset 'csv'") }
-            let task: CSVTask = data.task == "regression" ? .regression : .classification
+            let task = data.task
             train = try CSVReader.load(path: data.path, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header, task: task)
             test = try CSVReader.load(path: data.testPath, labelColumn: CSVColumn(data.labelColumn), hasHeader: data.header,
                                       task: task, classCount: train.classCount)
-        case "text":
+        case .text:
             let text = try TextDataset.load(path: data.path, sequenceLength: data.sequenceLength, stride: data.stride)
             (train, test) = (text.train, text.validation)
-        case "sequence-synthetic":
+        case .sequenceSynthetic:
             (train, test) = syntheticMajority(samples: data.syntheticSamples, length: data.sequenceLength, seed: seed)
-        default:
+        case .linearSynthetic:
             (train, test) = syntheticLinear(samples: data.syntheticSamples, features: data.syntheticFeatures,
                                             noise: Float(data.syntheticNoise), seed: seed)
         }
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
         // Synthetic regression targets are already unit scale; token ids must stay integers.
-        if !["linear-synthetic", "text", "sequence-synthetic"].contains(data.dataset) {
+        if ![.linearSynthetic, .text, .sequenceSynthetic].contains(data.dataset) {
             // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
             let statistics = train.channelStatistics()
             train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
