@@ -58,8 +58,12 @@ final class SVGPlotTests: XCTestCase {
         let written = try LearningCurves.read(path: directory + "/metrics.jsonl").writeSVG(prefix: directory + "/run")
         XCTAssertEqual(written, [directory + "/run-loss.svg"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/run-loss.svg"))
-        if let output = ProcessInfo.processInfo.environment["LOCKSTEP_PLOT_SAMPLE"] {
-            try LearningCurves(jsonLines: Self.metrics, source: "sample").writeSVG(prefix: output)
+        // To look at by hand: LOCKSTEP_PLOT_SAMPLE=/tmp/run [LOCKSTEP_PLOT_METRICS=metrics.jsonl] swift test --filter SVGPlot.
+        let environment = ProcessInfo.processInfo.environment
+        if let output = environment["LOCKSTEP_PLOT_SAMPLE"] {
+            let curves = try environment["LOCKSTEP_PLOT_METRICS"].map(LearningCurves.read)
+                ?? LearningCurves(jsonLines: Self.metrics, source: "sample")
+            try curves.writeSVG(prefix: output)
         }
     }
 
