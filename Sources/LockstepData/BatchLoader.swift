@@ -26,10 +26,14 @@ public final class BatchLoader {
 
     /// Creates a loader for `dataset` with room for `perRankBatch` samples per slot; starts its worker thread.
     /// `reverseOrder` delivers each batch's samples last to first: the same batch with every sum over it grouped
-    /// differently (tests measure float rounding spread with it).
-    public init(dataset: Dataset, perRankBatch: Int, prefetch: Bool = true, reverseOrder: Bool = false) {
+    /// differently (tests measure float rounding spread with it). `augmenter` transforms every gathered training
+    /// sample (on the worker thread, so it overlaps the step); leave it nil for evaluation loaders.
+    public init(dataset: Dataset, perRankBatch: Int, prefetch: Bool = true, reverseOrder: Bool = false,
+                augmenter: ImageAugmenter? = nil) {
         precondition(perRankBatch > 0, "BatchLoader perRankBatch must be positive, got \(perRankBatch)")
-        shared = Shared(dataset: dataset, perRankBatch: perRankBatch, reverseOrder: reverseOrder)
+        precondition(augmenter == nil || augmenter!.sampleWidth == dataset.featureWidth,
+                     "BatchLoader augmenter expects \(augmenter!.sampleWidth) floats per sample, dataset has \(dataset.featureWidth)")
+        shared = Shared(dataset: dataset, perRankBatch: perRankBatch, reverseOrder: reverseOrder, augmenter: augmenter)
         self.prefetch = prefetch
         guard prefetch else { return }
         let shared = self.shared
@@ -101,6 +105,8 @@ private final class Shared: @unchecked Sendable {
     let featureSlots: [FloatBuffer]
     let targetSlots: [FloatBuffer]
     let reverseOrder: Bool
+    // Only the thread that gathers (the worker, or the caller without prefetch) uses it: one gather at a time.
+    let augmenter: ImageAugmenter?
 
     let condition = NSCondition()
     // Bumped by start/cancel; a fill that began under an older generation is discarded.
@@ -119,10 +125,11 @@ private final class Shared: @unchecked Sendable {
     var fillingSlot: Int?
     var shuttingDown = false
 
-    init(dataset: Dataset, perRankBatch: Int, reverseOrder: Bool) {
+    init(dataset: Dataset, perRankBatch: Int, reverseOrder: Bool, augmenter: ImageAugmenter?) {
         self.dataset = dataset
         self.perRankBatch = perRankBatch
         self.reverseOrder = reverseOrder
+        self.augmenter = augmenter
         featureSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.featureWidth) }
         targetSlots = (0..<2).map { _ in FloatBuffer(count: perRankBatch * dataset.targetWidth) }
     }
@@ -196,8 +203,10 @@ private final class Shared: @unchecked Sendable {
         let features = featureSlots[slot].pointer, targets = targetSlots[slot].pointer
         if reverseOrder {
             dataset.gather(indices.reversed(), features: features, targets: targets)
+            augmenter?.apply(to: features, sampleIndices: indices.reversed(), epoch: plan.epoch)
         } else {
             dataset.gather(indices, features: features, targets: targets)
+            augmenter?.apply(to: features, sampleIndices: indices, epoch: plan.epoch)
         }
     }
 

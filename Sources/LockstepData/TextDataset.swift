@@ -17,7 +17,7 @@ public struct TextDataset: Sendable {
     public let sequenceLength: Int
     /// Ids of the training part of the text (for statistics such as the unigram entropy).
     public let trainingIds: [Int]
-    private let idOfByte: [Int]
+    private let byteVocabulary: ByteVocabulary
 
     /// The fortune-mod/fortunes corpus directory on Debian.
     public static let defaultCorpus = "/usr/share/games/fortunes"
@@ -68,15 +68,13 @@ public struct TextDataset: Sendable {
         guard validationFraction > 0 && validationFraction < 1 else {
             throw DataError(file: source, "validation fraction must be in (0, 1), got \(validationFraction)")
         }
-        var present = [Bool](repeating: false, count: 256)
-        for byte in bytes { present[Int(byte)] = true }
-        vocabulary = (0..<256).filter { present[$0] }.map(UInt8.init)
-        var idOfByte = [Int](repeating: -1, count: 256)
-        for (id, byte) in vocabulary.enumerated() { idOfByte[Int(byte)] = id }
-        self.idOfByte = idOfByte
+        let byteVocabulary = ByteVocabulary(text: bytes)
+        self.byteVocabulary = byteVocabulary
+        vocabulary = byteVocabulary.bytes
         self.sequenceLength = sequenceLength
 
-        let ids = bytes.map { idOfByte[Int($0)] }
+        // Every byte of the text is in its own vocabulary.
+        let ids = bytes.map { byteVocabulary.id(of: $0)! }
         let split = Int((Double(ids.count) * (1 - validationFraction)).rounded(.down))
         let window = sequenceLength + 1
         guard split >= window, ids.count - split >= window else {
@@ -108,8 +106,7 @@ public struct TextDataset: Sendable {
     /// Ids of `text`'s UTF-8 bytes; throws naming the first byte that never occurs in the corpus.
     public func encode(_ text: String) throws -> [Int] {
         try Array(text.utf8).map { byte in
-            let id = idOfByte[Int(byte)]
-            guard id >= 0 else {
+            guard let id = byteVocabulary.id(of: byte) else {
                 throw DataError(file: "prompt", "byte 0x\(String(byte, radix: 16)) (\(String(decoding: [byte], as: UTF8.self))) does not occur in the training text")
             }
             return id
