@@ -30,4 +30,7 @@ public enum BLAS {
 
     /// The number of threads OpenBLAS will use.
     public static var threadCount: Int { Int(openblas_get_num_threads()) }
+
+    /// The kernel set OpenBLAS picked for this CPU at run time (e.g. "SkylakeX", "Zen", "Haswell").
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 }
