@@ -107,14 +107,6 @@ public enum Bench {
         }
     }
 
-    /// The CPU's model name from /proc/cpuinfo ("unknown" elsewhere).
-    public static var cpuModel: String {
-        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-              let colon = line.firstIndex(of: ":") else { return "unknown" }
-        return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-    }
-
     /// Square sgemm rate in GFLOP/s at size n (the machine's reference rate).
     public static func sgemmRate(size n: Int, trials: Int) -> Double {
         let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)

@@ -100,7 +100,7 @@ extension Session {
             "sgemm_gflops_per_rank": minimumSgemm / 1e9,
             "fraction_of_sgemm": achieved / max(minimumSgemm, 1),
             "blas_threads": BLAS.threadCount,
-            "cpu_model": Bench.cpuModel, "openblas_core": BLAS.coreName,
+            "cpu_model": CPUInfo.modelName, "openblas_core": BLAS.coreName,
             "layers": layerTimes.map { ["index": $0.index, "kind": $0.kind, "output_shape": $0.outputShape,
                                         "forward_seconds": $0.forwardSeconds, "backward_seconds": $0.backwardSeconds] as [String: Any] },
             "per_rank": perRank,
@@ -117,7 +117,7 @@ extension Session {
                             trainer.gradientReduction.rawValue))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
-        lines.append("CPU \(Bench.cpuModel), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
+        lines.append("CPU \(CPUInfo.modelName), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
         let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))
         lines.append("  #  layer        output          forward ms  backward ms  share")

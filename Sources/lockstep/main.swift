@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LockstepCore
 import LockstepTrain
 
 /// `lockstep`: data-parallel training under mpirun (or standalone as one rank).
@@ -8,6 +9,17 @@ struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
         subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, SelfTest.self, BenchCommand.self])
+
+    /// Re-runs this process with OPENBLAS_CORETYPE set when OpenBLAS chose generic kernels for a CPU it does not
+    /// know (see `BLAS.preferredCoreType`), then parses the command line.
+    static func main() {
+        if getenv("OPENBLAS_CORETYPE") == nil, let core = BLAS.preferredCoreType() {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            // Same pid and environment otherwise, before MPI starts; returns only on failure (then keep the slow kernels).
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+        }
+        main(nil)
+    }
 }
 
 struct Train: ParsableCommand {
