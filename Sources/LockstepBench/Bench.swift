@@ -64,6 +64,51 @@ public enum Bench {
         return rows
     }
 
+    /// Median forward and backward time of one layer.
+    public struct LayerTime: Sendable {
+        public var index: Int
+        public var kind: String
+        public var outputShape: [Int]
+        public var forwardSeconds: Double
+        public var backwardSeconds: Double
+    }
+
+    /// Forward then backward of `model` on `batch` samples at `input`, each layer timed on its own (medians of
+    /// `trials` passes after two warm-up passes). Runs the layers as `Sequential` does (layer 0 gets no input
+    /// gradient) with its own activation buffers; adds into the model's gradients, so use it after training.
+    public static func layerTimes(model: Sequential, input: UnsafePointer<Float>, batch: Int, trials: Int) -> [LayerTime] {
+        model.plan(batchSize: batch)
+        let layers = model.layers
+        let widths = ([model.inputShape] + model.shapes).map { $0.reduce(1, *) }
+        let activations = model.shapes.map { FloatBuffer(count: batch * $0.reduce(1, *)) }
+        let inputGradients = widths.dropLast().map { FloatBuffer(count: batch * $0) }
+        let outputGradient = FloatBuffer(count: batch * model.outputWidth)
+        var rng = RNG(seed: 5)
+        for i in 0..<outputGradient.count { outputGradient.pointer[i] = rng.uniform(-1, 1) / Float(batch) }
+        var forward = [[Double]](repeating: [], count: layers.count), backward = forward
+        let context = LayerContext(training: true, rng: RNG(seed: 6))
+        for pass in 0..<(trials + 2) {
+            for (index, layer) in layers.enumerated() {
+                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+                let start = DispatchTime.now().uptimeNanoseconds
+                layer.forward(input: x, output: activations[index].pointer, batch: batch, context: context)
+                if pass >= 2 { forward[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+            }
+            for index in stride(from: layers.count - 1, through: 0, by: -1) {
+                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+                let dy = index == layers.count - 1 ? UnsafePointer(outputGradient.pointer) : UnsafePointer(inputGradients[index + 1].pointer)
+                let start = DispatchTime.now().uptimeNanoseconds
+                layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                       inputGradient: index == 0 ? nil : inputGradients[index].pointer, batch: batch)
+                if pass >= 2 { backward[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+            }
+        }
+        return layers.indices.map {
+            LayerTime(index: $0, kind: layers[$0].kind, outputShape: model.shapes[$0],
+                      forwardSeconds: StepTimings.median(forward[$0]), backwardSeconds: StepTimings.median(backward[$0]))
+        }
+    }
+
     /// Square sgemm rate in GFLOP/s at size n (the machine's reference rate).
     public static func sgemmRate(size n: Int, trials: Int) -> Double {
         let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)

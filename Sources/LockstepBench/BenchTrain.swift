@@ -40,6 +40,13 @@ extension Session {
 
         if let trace, let tracePath { try trace.write(to: tracePath, communicator: communicator) }
 
+        // Per-layer times on the first training batch, every rank at once (same contention as training).
+        try communicator.barrier()
+        let profileBatch = min(trainer.perRankBatch, trainSet.count)
+        let layerTimes = trainSet.features.withUnsafeBufferPointer {
+            Bench.layerTimes(model: trainer.model, input: $0.baseAddress!, batch: profileBatch, trials: max(3, min(steps, 10)))
+        }
+
         // sgemm rate now, on every rank at once with the same BLAS threads as training: the attainable rate per rank.
         try communicator.barrier()
         let sgemm = Bench.sgemmRate(size: 512, trials: 10) * 1e9
@@ -91,6 +98,9 @@ extension Session {
             "sgemm_gflops_per_rank": minimumSgemm / 1e9,
             "fraction_of_sgemm": achieved / max(minimumSgemm, 1),
             "blas_threads": BLAS.threadCount,
+            "cpu_model": CPUInfo.modelName, "openblas_core": BLAS.coreName,
+            "layers": layerTimes.map { ["index": $0.index, "kind": $0.kind, "output_shape": $0.outputShape,
+                                        "forward_seconds": $0.forwardSeconds, "backward_seconds": $0.backwardSeconds] as [String: Any] },
             "per_rank": perRank,
         ]
         var phaseObject: [String: Any] = [:]
@@ -105,6 +115,17 @@ extension Session {
                             trainer.gradientReduction.rawValue))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
+        lines.append("CPU \(CPUInfo.modelName), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
+        let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
+        lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))
+        lines.append("  #  layer        output          forward ms  backward ms  share")
+        for row in layerTimes {
+            let shape = row.outputShape.map(String.init).joined(separator: "x")
+            lines.append(String(format: "%3d  ", row.index) + row.kind.padding(toLength: 11, withPad: " ", startingAt: 0) + "  "
+                         + shape.padding(toLength: 14, withPad: " ", startingAt: 0)
+                         + String(format: " %10.3f %12.3f %5.1f%%", row.forwardSeconds * 1e3, row.backwardSeconds * 1e3,
+                                (row.forwardSeconds + row.backwardSeconds) / max(layerTotal, 1e-12) * 100))
+        }
         say(lines.joined(separator: "\n"))
         if let jsonPath { try writeJSON(report, to: jsonPath) }
     }

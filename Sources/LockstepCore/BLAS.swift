@@ -30,4 +30,20 @@ public enum BLAS {
 
     /// The number of threads OpenBLAS will use.
     public static var threadCount: Int { Int(openblas_get_num_threads()) }
+
+    /// The kernel set OpenBLAS picked for this CPU at run time (e.g. "SkylakeX", "Zen", "Haswell").
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// The kernel set to request with OPENBLAS_CORETYPE, or nil to keep OpenBLAS's own choice.
+    ///
+    /// Only when OpenBLAS fell back to its generic "Prescott" (SSE3) kernels on a CPU whose flags allow AVX-512 or
+    /// AVX2+FMA ones: OpenBLAS 0.3.21 does this for CPU models newer than itself (Xeon family 6 model 207 here, where
+    /// its sgemm is then about 5x slower). It picks kernels when the library loads, so the caller must re-execute.
+    public static func preferredCoreType(current: String = coreName, flags: Set<String> = CPUInfo.flags,
+                                         vendor: String = CPUInfo.vendor) -> String? {
+        guard current.lowercased() == "prescott" else { return nil }
+        if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]) { return "SkylakeX" }
+        if flags.isSuperset(of: ["avx2", "fma"]) { return vendor == "AuthenticAMD" ? "Zen" : "Haswell" }
+        return nil
+    }
 }

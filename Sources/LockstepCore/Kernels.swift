@@ -63,6 +63,21 @@ public enum Kernels {
         return total
     }
 
+    /// Sum of `count` values, in 16 independent lanes (a single accumulator is a serial chain of dependent adds).
+    @inline(__always)
+    public static func sum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        let raw = UnsafeRawPointer(x)
+        var lanes = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= count {
+            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        var total = lanes.sum()
+        while i < count { total += x[i]; i += 1 }
+        return total
+    }
+
     /// True when every value is finite.
     public static func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
         // x·0 is NaN exactly for NaN and ±Inf; summing it in independent lanes keeps the loop vectorized.

@@ -2,12 +2,13 @@ import LockstepCore
 
 /// 2-D convolution (cross-correlation, as in PyTorch) over [channels, height, width] samples, by im2col + GEMM.
 ///
-/// Weight is [outputChannels, inputChannels, kernelHeight, kernelWidth], bias [outputChannels]. The im2col
-/// columns of the whole batch are kept from forward to backward (one planned workspace), and backward reuses the
-/// same workspace for the column gradient before col2im.
+/// Weight is [outputChannels, inputChannels, kernelHeight, kernelWidth], bias [outputChannels]. Each sample's
+/// im2col columns go to one per-sample workspace that stays in L2 for its GEMMs; backward rebuilds them from the
+/// input and reuses the same workspace for the column gradient before col2im.
 ///
-/// One GEMM per sample, not one batch-wide GEMM over [patchSize, batch·pixels] columns: on the fashion-cnn layers at
-/// batch 64 the batch-wide form was never faster (it also needs a staging buffer and two NCHW permutes).
+/// One GEMM per sample, not one batch-wide GEMM over [patchSize, batch·pixels] columns: re-measured with OpenBLAS's
+/// SkylakeX kernels on an AVX-512 Xeon, the batch-wide shapes of fashion-cnn's layers at batch 64 were 10–60% slower
+/// (their columns no longer fit in cache), before counting the two NCHW permutes they need.
 public final class Conv2D: Layer {
     public let kind = "conv2d"
     /// Channels per input sample.
@@ -32,8 +33,14 @@ public final class Conv2D: Layer {
 
     private var inputImage = ImageShape(channels: 0, height: 0, width: 0)
     private var outputImage = ImageShape(channels: 0, height: 0, width: 0)
-    /// im2col columns: per sample a [patchSize, outputPixels] matrix, samples back to back.
+    /// One sample's input with its zero padding, [inputChannels, height + 2·padH, width + 2·padW]; the borders stay 0.
+    private var paddedInput = FloatBuffer(count: 0)
+    /// One sample's input gradient with padding, accumulated by col2im before its interior is copied out.
+    private var paddedGradient = FloatBuffer(count: 0)
+    /// One sample's im2col columns [patchSize, outputPixels], then its column gradient in backward.
     private var columns = FloatBuffer(count: 0)
+    /// The batch's weight gradient transposed, [patchSize, outputChannels], added into the weight gradient at the end.
+    private var weightGradientTransposed = FloatBuffer(count: 0)
 
     /// A convolution; the weight initializer defaults to He with fan-in inputChannels·kernelHeight·kernelWidth.
     public init(inputChannels: Int, outputChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
@@ -88,25 +95,36 @@ public final class Conv2D: Layer {
         if hasBias { bias = parameters[1]; biasGradient = gradients[1] }
     }
 
+    /// Padded input (height, width).
+    private var paddedSize: (height: Int, width: Int) {
+        (inputImage.height + 2 * padding.height, inputImage.width + 2 * padding.width)
+    }
+
     public func plan(batchSize: Int, inputShape: [Int]) {
         inputImage = try! ImageShape(inputShape, layer: kind)
         outputImage = try! outputImage(for: inputShape)
-        let needed = batchSize * patchSize * outputImage.planeCount
+        // Per-sample buffers (not per batch) stay in L2 between im2col and the GEMMs. The 16 spare floats let the
+        // stride-1 row copies read and write whole 16-float vectors past a row's end.
+        let padded = inputChannels * paddedSize.height * paddedSize.width + 16
+        if padded > paddedInput.count { paddedInput = FloatBuffer(count: padded); paddedGradient = FloatBuffer(count: padded) }
+        let needed = patchSize * outputImage.planeCount + 16
         if needed > columns.count { columns = FloatBuffer(count: needed) }
+        if patchSize * outputChannels > weightGradientTransposed.count {
+            weightGradientTransposed = FloatBuffer(count: patchSize * outputChannels)
+        }
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
         let k = patchSize, pixels = outputImage.planeCount, outputCount = outputImage.count
         for b in 0..<batch {
-            let sampleColumns = columns.pointer + b * k * pixels
-            im2col(input + b * inputImage.count, into: sampleColumns)
+            im2col(input + b * inputImage.count)
             let y = output + b * outputCount
             // Seed the output with the bias so the GEMM adds into it (beta = 1) instead of a second pass.
             if let bias {
                 for o in 0..<outputChannels { (y + o * pixels).update(repeating: bias[o], count: pixels) }
             }
             // y[outC, pixels] (+)= weight[outC, k] · columns[k, pixels]
-            BLAS.gemm(m: outputChannels, n: pixels, k: k, a: weight, lda: k, b: sampleColumns, ldb: pixels,
+            BLAS.gemm(m: outputChannels, n: pixels, k: k, a: weight, lda: k, b: columns.pointer, ldb: pixels,
                       beta: bias == nil ? 0 : 1, c: y, ldc: pixels)
         }
     }
@@ -115,88 +133,106 @@ public final class Conv2D: Layer {
                          inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
         let k = patchSize, pixels = outputImage.planeCount, outputCount = outputImage.count
         if let biasGradient {
-            for b in 0..<batch {
-                for o in 0..<outputChannels {
-                    let dy = outputGradient + b * outputCount + o * pixels
-                    var sum: Float = 0
-                    for p in 0..<pixels { sum += dy[p] }
-                    biasGradient[o] += sum
-                }
+            for o in 0..<outputChannels {
+                var sum: Float = 0
+                for b in 0..<batch { sum += Kernels.sum(outputGradient + b * outputCount + o * pixels, count: pixels) }
+                biasGradient[o] += sum
             }
         }
         for b in 0..<batch {
-            let sampleColumns = columns.pointer + b * k * pixels
+            // Rebuilt rather than kept from forward: a batch of columns (40 MB for fashion-cnn's second layer) would
+            // be written and read back through memory, while one sample's stays in L2.
+            im2col(input + b * inputImage.count)
             let dy = outputGradient + b * outputCount
-            // weightGradient[outC, k] += dy[outC, pixels] · columnsᵀ[pixels, k]
-            BLAS.gemm(transposeB: true, m: outputChannels, n: k, k: pixels, a: dy, lda: pixels, b: sampleColumns, ldb: pixels,
-                      beta: 1, c: weightGradient, ldc: k)
+            // weightGradientᵀ[k, outC] (+)= columns[k, pixels] · dyᵀ[pixels, outC]; transposed because OpenBLAS runs
+            // this shape faster than dy · columnsᵀ (SkylakeX kernels: 131 vs 114 GFLOP/s at fashion-cnn's 800x64x196).
+            BLAS.gemm(transposeB: true, m: k, n: outputChannels, k: pixels, a: columns.pointer, lda: pixels, b: dy, ldb: pixels,
+                      beta: b == 0 ? 0 : 1, c: weightGradientTransposed.pointer, ldc: outputChannels)
             guard let inputGradient else { continue }
-            // columnGradient[k, pixels] = weightᵀ[k, outC] · dy[outC, pixels], written over this sample's columns
-            // (no longer needed once its weight gradient is in).
+            // columnGradient[k, pixels] = weightᵀ[k, outC] · dy[outC, pixels], written over the columns
             BLAS.gemm(transposeA: true, m: k, n: pixels, k: outputChannels, a: weight, lda: k, b: dy, ldb: pixels,
-                      c: sampleColumns, ldc: pixels)
-            col2im(sampleColumns, into: inputGradient + b * inputImage.count)
+                      c: columns.pointer, ldc: pixels)
+            col2im(into: inputGradient + b * inputImage.count)
+        }
+        guard batch > 0 else { return }
+        let transposed = weightGradientTransposed.pointer
+        for o in 0..<outputChannels {
+            let row = weightGradient + o * k
+            for j in 0..<k { row[j] += transposed[j * outputChannels + o] }
         }
     }
 
-    /// Valid output columns [start, end) for kernel column `kw`: those whose input column lies inside the image.
-    @inline(__always)
-    private func validRange(offset: Int, padding: Int, stride: Int, inputLength: Int, outputLength: Int) -> Range<Int> {
-        // input index = out·stride − padding + offset must be in [0, inputLength).
-        let low = padding - offset
-        let start = low > 0 ? (low + stride - 1) / stride : 0
-        let high = inputLength - 1 + padding - offset
-        let end = high < 0 ? 0 : min(outputLength, high / stride + 1)
-        return min(start, end)..<end
-    }
-
-    /// Writes one sample's [patchSize, outputPixels] column matrix; padded positions become 0.
-    private func im2col(_ x: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>) {
+    /// Writes one sample's [patchSize, outputPixels] column matrix into `columns` (through `paddedInput`).
+    private func im2col(_ x: UnsafePointer<Float>) {
         let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride, (pH, pW) = padding
-        var row = columns
+        let (paddedHeight, paddedWidth) = paddedSize, paddedPlane = paddedHeight * paddedWidth
+        let padded = paddedInput.pointer
         for c in 0..<i.channels {
-            let plane = x + c * i.planeCount
+            for h in 0..<i.height {
+                (padded + c * paddedPlane + (h + pH) * paddedWidth + pW).update(from: x + (c * i.height + h) * i.width, count: i.width)
+            }
+        }
+        var row = columns.pointer
+        for c in 0..<i.channels {
             for kh in 0..<kH {
-                let rows = validRange(offset: kh, padding: pH, stride: sH, inputLength: i.height, outputLength: o.height)
                 for kw in 0..<kW {
-                    let cols = validRange(offset: kw, padding: pW, stride: sW, inputLength: i.width, outputLength: o.width)
-                    row.update(repeating: 0, count: rows.lowerBound * o.width)
-                    for oh in rows {
+                    for oh in 0..<o.height {
+                        let source = padded + c * paddedPlane + (oh * sH + kh) * paddedWidth + kw
                         let destination = row + oh * o.width
-                        let source = plane + (oh * sH - pH + kh) * i.width - pW + kw
-                        destination.update(repeating: 0, count: cols.lowerBound)
                         if sW == 1 {
-                            (destination + cols.lowerBound).update(from: source + cols.lowerBound, count: cols.count)
+                            // Whole vectors: the floats written past the row's end belong to the next row, written next.
+                            var ow = 0
+                            while ow < o.width {
+                                UnsafeMutableRawPointer(destination + ow).storeBytes(
+                                    of: UnsafeRawPointer(source + ow).loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+                                ow += 16
+                            }
                         } else {
-                            for ow in cols { destination[ow] = source[ow * sW] }
+                            for ow in 0..<o.width { destination[ow] = source[ow * sW] }
                         }
-                        (destination + cols.upperBound).update(repeating: 0, count: o.width - cols.upperBound)
                     }
-                    (row + rows.upperBound * o.width).update(repeating: 0, count: (o.height - rows.upperBound) * o.width)
                     row += o.planeCount
                 }
             }
         }
     }
 
-    /// Sums one sample's column gradient back into image layout (overwrites `dx`); the adjoint of `im2col`.
-    private func col2im(_ columns: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>) {
+    /// Sums the column gradient in `columns` back into image layout (overwrites `dx`); the adjoint of `im2col`.
+    private func col2im(into dx: UnsafeMutablePointer<Float>) {
         let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride, (pH, pW) = padding
-        dx.update(repeating: 0, count: i.count)
-        var row = columns
+        let (paddedHeight, paddedWidth) = paddedSize, paddedPlane = paddedHeight * paddedWidth
+        let padded = paddedGradient.pointer
+        padded.update(repeating: 0, count: i.channels * paddedPlane)
+        // Lanes of the last, partial vector of a row that are inside it (the rest add 0 and store back what they read).
+        let tail = o.width % 16 == 0 ? 16 : o.width % 16
+        let tailMask = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .< SIMD16(repeating: Int32(tail))
+        var row = UnsafePointer(columns.pointer)
         for c in 0..<i.channels {
-            let plane = dx + c * i.planeCount
             for kh in 0..<kH {
-                let rows = validRange(offset: kh, padding: pH, stride: sH, inputLength: i.height, outputLength: o.height)
                 for kw in 0..<kW {
-                    let cols = validRange(offset: kw, padding: pW, stride: sW, inputLength: i.width, outputLength: o.width)
-                    for oh in rows {
+                    for oh in 0..<o.height {
                         let source = row + oh * o.width
-                        let destination = plane + (oh * sH - pH + kh) * i.width - pW + kw
-                        for ow in cols { destination[ow * sW] += source[ow] }
+                        let destination = padded + c * paddedPlane + (oh * sH + kh) * paddedWidth + kw
+                        if sW == 1 {
+                            var ow = 0
+                            while ow < o.width {
+                                var value = UnsafeRawPointer(source + ow).loadUnaligned(as: SIMD16<Float>.self)
+                                if ow + 16 > o.width { value.replace(with: 0, where: .!tailMask) }
+                                let target = UnsafeMutableRawPointer(destination + ow)
+                                target.storeBytes(of: target.loadUnaligned(as: SIMD16<Float>.self) + value, as: SIMD16<Float>.self)
+                                ow += 16
+                            }
+                        } else {
+                            for ow in 0..<o.width { destination[ow * sW] += source[ow] }
+                        }
                     }
                     row += o.planeCount
                 }
+            }
+        }
+        for c in 0..<i.channels {
+            for h in 0..<i.height {
+                (dx + (c * i.height + h) * i.width).update(from: padded + c * paddedPlane + (h + pH) * paddedWidth + pW, count: i.width)
             }
         }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepBench
 import LockstepCLI
+import LockstepCore
 import LockstepTrain
 
 /// `lockstep`: data-parallel training under mpirun (or standalone as one rank).

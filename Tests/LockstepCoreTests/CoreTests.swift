@@ -109,6 +109,16 @@ final class KernelAndBLASTests: XCTestCase {
         }
     }
 
+    func testPreferredCoreTypeOnlyReplacesTheGenericFallback() {
+        let avx512: Set<String> = ["sse3", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
+        XCTAssertEqual(BLAS.preferredCoreType(current: "Prescott", flags: avx512, vendor: "GenuineIntel"), "SkylakeX")
+        XCTAssertEqual(BLAS.preferredCoreType(current: "Prescott", flags: ["avx2", "fma"], vendor: "GenuineIntel"), "Haswell")
+        XCTAssertEqual(BLAS.preferredCoreType(current: "Prescott", flags: ["avx2", "fma"], vendor: "AuthenticAMD"), "Zen")
+        XCTAssertNil(BLAS.preferredCoreType(current: "Prescott", flags: ["sse3", "avx"], vendor: "GenuineIntel"))
+        XCTAssertNil(BLAS.preferredCoreType(current: "Zen", flags: avx512, vendor: "AuthenticAMD"), "OpenBLAS's own choice stands")
+        XCTAssertFalse(BLAS.coreName.isEmpty)
+    }
+
     func testKernels() {
         let x = FloatBuffer([1, 2, 3, 4]), y = FloatBuffer([10, 20, 30, 40])
         Kernels.add(x.pointer, into: y.pointer, count: 4)

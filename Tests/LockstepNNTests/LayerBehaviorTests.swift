@@ -39,6 +39,8 @@ final class LayerBehaviorTests: XCTestCase {
             ([3, 6, 5], 2, (3, 3), (2, 2), (1, 1), true),
             ([2, 5, 8], 3, (2, 3), (1, 3), (1, 0), false),
             ([2, 4, 4], 5, (1, 1), (1, 1), (0, 0), true),
+            ([1, 28, 28], 4, (5, 5), (1, 1), (2, 2), true),
+            ([2, 6, 21], 3, (3, 3), (1, 1), (1, 1), false),
         ]
         for (index, test) in cases.enumerated() {
             let layer = Conv2D(inputChannels: test.inputShape[0], outputChannels: test.out, kernelSize: test.kernel,

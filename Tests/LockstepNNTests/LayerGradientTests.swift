@@ -71,6 +71,42 @@ final class LayerGradientTests: XCTestCase {
         GradientCheck.checkLayer(harness, input: TestData.normal(harness.inputCount, seed: 9))
     }
 
+    func testConv2DSeveralChannelsNoPaddingWideRows() throws {
+        // Output rows of 17: one whole 16-float vector plus a one-float tail in the stride-1 im2col/col2im.
+        // Convolution is linear, so a large difference step costs no accuracy and keeps Float rounding of the many
+        // outputs each input touches below the tolerance.
+        let layer = Conv2D(inputChannels: 3, outputChannels: 4, kernelSize: 3)
+        let harness = try LayerHarness(layer, inputShape: [3, 5, 19], batch: 3, randomParameters: true)
+        XCTAssertEqual(harness.outputShape, [4, 3, 17])
+        GradientCheck.checkLayer(harness, input: TestData.normal(harness.inputCount, seed: 15), step: 0.1)
+    }
+
+    func testConv2DOneInputChannelPaddingTwo() throws {
+        // fashion-cnn's first layer on a smaller image: 5x5 kernel, padding 2, rows of 20 (16 + 4).
+        let layer = Conv2D(inputChannels: 1, outputChannels: 3, kernelSize: 5, padding: 2)
+        let harness = try LayerHarness(layer, inputShape: [1, 6, 20], batch: 2, randomParameters: true)
+        XCTAssertEqual(harness.outputShape, [3, 6, 20])
+        GradientCheck.checkLayer(harness, input: TestData.normal(harness.inputCount, seed: 16), step: 0.1)
+    }
+
+    func testConv2DWithoutInputGradientGivesTheSameParameterGradients() throws {
+        // Sequential's layer 0 gets no input gradient; its parameter gradients must not depend on that.
+        let layer = Conv2D(inputChannels: 2, outputChannels: 3, kernelSize: 3, padding: 1)
+        let harness = try LayerHarness(layer, inputShape: [2, 4, 18], batch: 2, randomParameters: true)
+        let input = TestData.normal(harness.inputCount, seed: 17), outputGradient = TestData.normal(harness.outputCount, seed: 18)
+        let expected = harness.gradients(input: input, outputGradient: outputGradient, context: LayerContext(training: true)).parameters
+        harness.parameters.gradients!.zero()
+        let output = harness.forward(input, context: LayerContext(training: true))
+        input.withUnsafeBufferPointer { x in
+            output.withUnsafeBufferPointer { y in
+                outputGradient.withUnsafeBufferPointer { dy in
+                    layer.backward(input: x.baseAddress!, output: y.baseAddress!, outputGradient: dy.baseAddress!, inputGradient: nil, batch: 2)
+                }
+            }
+        }
+        XCTAssertEqual(harness.parameters.gradients!.array, expected)
+    }
+
     func testMaxPool2D() throws {
         let harness = try LayerHarness(MaxPool2D(kernelSize: 2), inputShape: [2, 4, 6], batch: 2)
         XCTAssertEqual(harness.outputShape, [2, 2, 3])
