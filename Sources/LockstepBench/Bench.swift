@@ -105,7 +105,7 @@ public enum Bench {
         }
         return layers.indices.map {
             LayerTime(index: $0, kind: layers[$0].kind, outputShape: model.shapes[$0],
-                      forwardSeconds: StepTimings.median(forward[$0]), backwardSeconds: StepTimings.median(backward[$0]))
+                      forwardSeconds: Statistics.median(forward[$0]), backwardSeconds: Statistics.median(backward[$0]))
         }
     }
 

@@ -42,8 +42,8 @@ extension Session {
 
         // Per-layer times on the first training batch, every rank at once (same contention as training).
         try communicator.barrier()
-        let profileBatch = min(trainer.perRankBatch, trainSet.count)
-        let layerTimes = trainSet.features.withUnsafeBufferPointer {
+        let profileBatch = min(trainer.perRankBatch, trainer.data.train.count)
+        let layerTimes = trainer.data.train.features.withUnsafeBufferPointer {
             Bench.layerTimes(model: trainer.model, input: $0.baseAddress!, batch: profileBatch, trials: max(3, min(steps, 10)))
         }
 
