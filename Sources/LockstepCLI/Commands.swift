@@ -55,7 +55,8 @@ extension Session {
     }
 
     /// `lockstep eval`: evaluates parameters from a raw float32 file (or the seeded initial model) on the test set.
-    public func evaluate(configPath: String, overrides: [String], parametersPath: String?, checkpointPath: String? = nil) throws {
+    public func evaluate(configPath: String, overrides: [String], parametersPath: String?, checkpointPath: String? = nil,
+                         metricsPath: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         let trainer = try config.makeTrainer(communicator: communicator, checkpoints: CheckpointSettings(resume: checkpointPath),
                                              log: { [weak self] in self?.say($0) })
@@ -73,6 +74,11 @@ extension Session {
         let result = try trainer.evaluate()
         let accuracy = result.accuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
         say(String(format: "eval: test loss %.5f%@ on %d samples", result.loss, accuracy, testSet.count))
+        // Per-class precision, recall, F1 and the confusion matrix, for classification losses.
+        if let report = try trainer.classificationReport(), isLeader {
+            print(report.table())
+            if let metricsPath { try MetricsWriter(path: metricsPath).append(line: report.json()) }
+        }
     }
 
     /// `lockstep checkpoint inspect PATH`: prints the report; returns whether the checkpoint verifies.

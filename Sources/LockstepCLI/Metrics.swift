@@ -27,6 +27,11 @@ public final class MetricsWriter {
 
     deinit { try? handle.close() }
 
+    /// Appends a ready JSON object as one line.
+    public func append(line: String) {
+        handle.write(Data((line + "\n").utf8))
+    }
+
     /// Writes one epoch record.
     public func write(_ metrics: EpochMetrics) {
         append([("event", .string("epoch")), ("epoch", .int(metrics.epoch)), ("step", .int(metrics.step)),

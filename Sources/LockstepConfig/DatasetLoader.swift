@@ -23,6 +23,10 @@ public enum DatasetLoader {
         case .text:
             let text = try TextDataset.load(path: data.path, sequenceLength: data.sequenceLength, stride: data.stride)
             (train, test) = (text.train, text.validation)
+        case .labeledText:
+            let text = try LabeledTextDataset.load(trainPath: data.path, testPath: data.testPath.isEmpty ? nil : data.testPath,
+                                                   sequenceLength: data.sequenceLength)
+            (train, test) = (text.train, text.test)
         case .sequenceSynthetic:
             (train, test) = syntheticMajority(samples: data.syntheticSamples, length: data.sequenceLength, seed: seed)
         case .linearSynthetic:
@@ -32,7 +36,7 @@ public enum DatasetLoader {
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
         // Synthetic regression targets are already unit scale; token ids must stay integers.
-        if ![.linearSynthetic, .text, .sequenceSynthetic].contains(data.dataset) {
+        if ![.linearSynthetic, .text, .sequenceSynthetic, .labeledText].contains(data.dataset) {
             // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
             let statistics = train.channelStatistics()
             train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)

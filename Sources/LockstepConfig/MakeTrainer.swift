@@ -20,6 +20,7 @@ extension TrainingConfig {
         options.shuffle = data.shuffle
         options.shardPolicy = data.shardPolicy
         options.prefetch = data.prefetch
+        options.augmentation = data.augmentation
         options.distributed = distributed
         options.checkpoints = checkpoints
         options.faults = debug
@@ -36,7 +37,11 @@ extension TrainingConfig {
         guard inputShape.reduce(1, *) == train.featureWidth else {
             throw ConfigError("key 'model.input_shape': \(inputShape) has \(inputShape.reduce(1, *)) features but the dataset has \(train.featureWidth) per sample")
         }
-        let model = try ModelBuilder.build(layers, inputShape: inputShape, classCount: train.classCount)
+        do { try data.augmentation.validate(sampleShape: train.sampleShape) } catch let error as AugmentationError {
+            throw ConfigError("key '\(error.key)': \(error.reason)")
+        }
+        let model = try ModelBuilder.build(layers, inputShape: inputShape, classCount: train.classCount,
+                                           vocabularySize: train.vocabularySize)
         let loss = try Self.makeLoss(self.loss, outputShape: model.outputShape)
         if let classes = train.classCount {
             if self.loss == .crossEntropy, classes > model.outputWidth {

@@ -6,7 +6,9 @@ import LockstepTrain
 public enum ModelBuilder {
     /// Builds the model for per-sample `inputShape`; errors name `model.layers[i]` and the reason. `classCount` (the
     /// dataset's classes, e.g. a text vocabulary) is the default size of `embedding` tables and `sequence_linear` outputs.
-    public static func build(_ specs: [TrainingConfig.LayerSpec], inputShape: [Int], classCount: Int? = nil) throws -> Sequential {
+    /// `vocabularySize`, when the dataset's token ids are not its classes (labelled text), sizes `embedding` instead.
+    public static func build(_ specs: [TrainingConfig.LayerSpec], inputShape: [Int], classCount: Int? = nil,
+                             vocabularySize: Int? = nil) throws -> Sequential {
         var layers: [Layer] = []
         var shape = inputShape
         for spec in specs {
@@ -15,7 +17,8 @@ public enum ModelBuilder {
             let layer: Layer
             do {
                 layer = try makeLayer(spec.type, options: options, inputShape: shape, path: path)
-                    ?? makeSequenceLayer(spec.type, options: options, inputShape: shape, path: path, classCount: classCount)
+                    ?? makeSequenceLayer(spec.type, options: options, inputShape: shape, path: path, classCount: classCount,
+                                     vocabularySize: vocabularySize ?? classCount)
                 try options.rejectUnknownKeys()
                 shape = try layer.outputShape(inputShape: shape)
             } catch let error as ShapeError {
@@ -94,7 +97,7 @@ public enum ModelBuilder {
 
     /// Layers over [time, features] samples (text and sequence models); throws for a kind nobody knows.
     private static func makeSequenceLayer(_ type: String, options: ConfigReader, inputShape: [Int], path: String,
-                                          classCount: Int?) throws -> Layer {
+                                          classCount: Int?, vocabularySize: Int?) throws -> Layer {
         func sequence() throws -> (time: Int, features: Int) {
             guard inputShape.count == 2 else {
                 throw ConfigError("key '\(path)' (\(type)): needs [time, features] input, receives \(inputShape)"
@@ -102,16 +105,16 @@ public enum ModelBuilder {
             }
             return (inputShape[0], inputShape[1])
         }
-        func size(_ key: String) throws -> Int {
-            if options.has(key) || classCount == nil { return try options.int(key, range: 1...10_000_000) }
-            return classCount!  // the dataset's vocabulary / class count
+        func size(_ key: String, default value: Int?) throws -> Int {
+            if options.has(key) || value == nil { return try options.int(key, range: 1...10_000_000) }
+            return value!  // the dataset's vocabulary / class count
         }
         switch type {
         case "embedding":
             guard inputShape.count == 1 else {
                 throw ConfigError("key '\(path)' (embedding): needs [time] token ids, receives \(inputShape)")
             }
-            return Embedding(vocabularySize: try size("vocab"), dimensions: try options.int("dim", range: 1...100_000))
+            return Embedding(vocabularySize: try size("vocab", default: vocabularySize), dimensions: try options.int("dim", range: 1...100_000))
         case "positional_embedding":
             let shape = try sequence()
             return PositionalEmbedding(length: shape.time, dimensions: shape.features)
@@ -137,7 +140,7 @@ public enum ModelBuilder {
                                     causal: try options.bool("causal", default: true))
         case "sequence_linear":
             let features = try sequence().features
-            let out = try size("out")
+            let out = try size("out", default: classCount)
             return SequenceLinear(inputDimensions: features, outputDimensions: out, bias: try options.bool("bias", default: true),
                                   initializer: try initializer(options, fanIn: features, fanOut: out, default: "uniform"))
         case "last_time_step":

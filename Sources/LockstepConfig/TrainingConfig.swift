@@ -7,7 +7,7 @@ import LockstepTrain
 /// The datasets a config can name (`data.dataset`).
 public enum DatasetKind: String, Sendable, CaseIterable {
     case fashionMNIST = "fashion-mnist", mnist, cifar10, csv, linearSynthetic = "linear-synthetic", text
-    case sequenceSynthetic = "sequence-synthetic"
+    case sequenceSynthetic = "sequence-synthetic", labeledText = "labeled-text"
 }
 
 /// The losses a config can name (`loss`).
@@ -43,6 +43,8 @@ public struct TrainingConfig: Sendable {
         public var prefetch: TrainingOptions.Prefetch
         /// What to do with samples left over when the dataset size does not divide by the world size.
         public var shardPolicy: EpochPlan.Policy
+        /// `data.augmentation: {padding, horizontal_flip}`: random shifts and flips of training images.
+        public var augmentation: AugmentationSpec
         /// CSV: label column (index or header name).
         public var labelColumn: String
         /// CSV: first line is a header.
@@ -168,6 +170,16 @@ public struct TrainingConfig: Sendable {
         }
     }
 
+    /// `data.augmentation`, absent meaning none.
+    private static func augmentation(_ data: ConfigReader) throws -> AugmentationSpec {
+        guard data.has("augmentation") else { return AugmentationSpec() }
+        let a = try data.child("augmentation")
+        let spec = AugmentationSpec(padding: try a.int("padding", default: 0, range: 0...64),
+                                    horizontalFlip: try a.bool("horizontal_flip", default: false))
+        try a.rejectUnknownKeys()
+        return spec
+    }
+
     init(tree: ConfigValue) throws {
         resolved = tree
         let root = try ConfigReader(tree, path: "")
@@ -176,7 +188,7 @@ public struct TrainingConfig: Sendable {
         let d = try root.child("data")
         let dataset = try d.word("dataset", default: DatasetKind.fashionMNIST)
         let defaultPath = [.fashionMNIST: "/usr/share/datasets/fashion-mnist", .text: "/usr/share/games/fortunes"][dataset] ?? ""
-        let sequenceLength = try d.int("sequence_length", default: dataset == .text ? 64 : 15, range: 1...100_000)
+        let sequenceLength = try d.int("sequence_length", default: dataset == .text ? 64 : dataset == .labeledText ? 128 : 15, range: 1...100_000)
         data = Data(dataset: dataset,
                     path: try d.string("path", default: defaultPath),
                     trainSubset: try d.int("train_subset", default: 0, range: 0...Int.max),
@@ -184,6 +196,7 @@ public struct TrainingConfig: Sendable {
                     shuffle: try d.bool("shuffle", default: true),
                     prefetch: try d.word("prefetch", default: TrainingOptions.Prefetch.auto),
                     shardPolicy: try d.word("shard_policy", default: EpochPlan.Policy.dropLast),
+                    augmentation: try Self.augmentation(d),
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),
                     task: try d.word("task", default: CSVTask.classification),
@@ -194,7 +207,7 @@ public struct TrainingConfig: Sendable {
                     sequenceLength: sequenceLength,
                     stride: try d.int("stride", default: sequenceLength, range: 1...100_000))
         try d.rejectUnknownKeys()
-        if [.mnist, .cifar10, .csv].contains(dataset) && data.path.isEmpty {
+        if [.mnist, .cifar10, .csv, .labeledText].contains(dataset) && data.path.isEmpty {
             throw ConfigError("key 'data.path': required for dataset '\(dataset)'")
         }
 

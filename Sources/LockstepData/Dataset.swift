@@ -37,6 +37,8 @@ public struct Dataset: Sendable {
     public var targetWidth: Int
     /// Number of classes for classification, nil for regression.
     public var classCount: Int?
+    /// Token-id datasets whose ids are not class ids (labelled text): ids lie in 0..<vocabularySize.
+    public var vocabularySize: Int?
     /// Number of samples.
     public let count: Int
 

@@ -96,8 +96,10 @@ public struct LabeledTextDataset: Sendable {
                 }
                 targets[row] = Float(classIndex(line.label)!)
             }
-            return Dataset(features: features, targets: targets, sampleShape: [sequenceLength], targetWidth: 1,
-                           classCount: classNames.count)
+            var result = Dataset(features: features, targets: targets, sampleShape: [sequenceLength], targetWidth: 1,
+                                 classCount: classNames.count)
+            result.vocabularySize = vocabulary.size
+            return result
         }
         self.vocabulary = vocabulary
         self.classNames = classNames

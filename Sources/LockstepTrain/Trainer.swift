@@ -154,9 +154,11 @@ public final class Trainer {
         evaluationTargets = FloatBuffer(count: options.evaluationBatchSize * data.test.targetWidth)
         // A prefetch thread only pays off when it has a core of its own (measured: 0.08 ms/step of hand-offs on 1 core).
         // The rank's core budget is its BLAS thread count (OPENBLAS_NUM_THREADS from the launcher, else cores / local ranks).
+        let augmenter = options.augmentation.isIdentity ? nil
+            : try ImageAugmenter(spec: options.augmentation, sampleShape: data.train.sampleShape, seed: options.seed)
         loader = BatchLoader(dataset: data.train, perRankBatch: options.batchSize,
                              prefetch: options.prefetch == .on || (options.prefetch == .auto && BLAS.threadCount > 1),
-                             reverseOrder: options.faults.reverseBatches)
+                             reverseOrder: options.faults.reverseBatches, augmenter: augmenter)
 
         try Trainer.checkRanksAgree(options: options, model: model, data: data, communicator: communicator)
         hostNames = try Watchdog.gatherHostNames(communicator)
@@ -477,6 +479,31 @@ public final class Trainer {
         }
         try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
         return Evaluation(loss: sums[0] / max(sums[2], 1), accuracy: loss.measuresAccuracy ? sums[1] / max(sums[2], 1) : nil)
+    }
+
+    /// Confusion matrix and per-class precision, recall and F1 over the whole test set, counted on every rank's
+    /// shard and summed; nil for losses without accuracy. Collective.
+    public func classificationReport() throws -> ClassificationReport? {
+        guard loss.measuresAccuracy else { return nil }
+        let binary = loss is BCEWithLogitsLoss
+        var report = ClassificationReport(classCount: binary ? 2 : model.outputWidth)
+        let n = data.test.count, world = communicator.size, rank = communicator.rank
+        var position = n * rank / world
+        let end = n * (rank + 1) / world
+        while position < end {
+            let count = min(options.evaluationBatchSize, end - position)
+            data.test.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
+            let output = model.forward(evaluationFeatures.pointer, batch: count, context: LayerContext(training: false))
+            if binary {
+                report.add(binaryLogits: output, targets: evaluationTargets.pointer, count: count * model.outputWidth)
+            } else {
+                report.add(logits: output, targets: evaluationTargets.pointer, batch: count)
+            }
+            position += count
+        }
+        var counts = report.counts
+        try counts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+        return ClassificationReport(classCount: report.classCount, counts: counts)
     }
 
     /// Class scores (the model's outputs) for `count` samples of `features` ([count, inputWidth]), in batches of

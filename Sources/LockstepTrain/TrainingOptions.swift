@@ -36,6 +36,8 @@ public struct TrainingOptions: Sendable {
     public var shardPolicy = EpochPlan.Policy.dropLast
     /// Whether a background thread gathers the next batch.
     public var prefetch = Prefetch.auto
+    /// Random shifts and flips of training images, seeded by (seed, epoch, sample): the same on every world size.
+    public var augmentation = AugmentationSpec()
     /// Data-parallel behaviour.
     public var distributed = DistributedOptions()
     /// Where and when checkpoints are written, and what to resume from.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepBench
+import LockstepCore
 import LockstepCLI
 import LockstepCore
 import LockstepTrain
@@ -10,7 +11,7 @@ import LockstepTrain
 struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
-        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, SelfTest.self, BenchCommand.self])
+        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, Plot.self, SelfTest.self, BenchCommand.self])
 }
 
 struct Train: ParsableCommand {
@@ -63,9 +64,34 @@ struct Evaluate: ParsableCommand {
     @Option(name: .long, help: "A Lockstep checkpoint (.safetensors) to evaluate.")
     var checkpoint: String?
 
+    @Option(name: .long, help: "Append the classification report (per-class precision, recall, F1, confusion matrix) as JSON to this file.")
+    var metrics: String?
+
     func run() throws {
         try Session.run { session in
-            try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters, checkpointPath: checkpoint)
+            try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters, checkpointPath: checkpoint,
+                                 metricsPath: metrics)
+        }
+    }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw learning curves (loss and accuracy per epoch) from a metrics file as SVG.")
+
+    @Argument(help: "A metrics file written by train --metrics (JSON lines).")
+    var metrics: String
+
+    @Option(name: .long, help: "Directory for curves-loss.svg and curves-accuracy.svg.")
+    var out: String
+
+    func run() throws {
+        do {
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            for path in try LearningCurves.read(path: metrics).writeSVG(prefix: out + "/curves") { print(path) }
+        } catch {
+            FileHandle.standardError.write(Data("lockstep: error: \(error)\n".utf8))
+            throw ExitCode(1)
         }
     }
 }

@@ -1,0 +1,105 @@
+import Foundation
+import XCTest
+
+/// The classic toolbox through the real binary under mpirun: augmentation that every world size sees alike, the
+/// classification report of `eval`, learning curves from `plot`, and IMDB-style text classification.
+final class ToolboxTests: XCTestCase {
+    private var directory = ""
+
+    override func setUp() {
+        directory = MPIRun.temporaryPath("toolbox")
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
+
+    private let subset = ["--set", "data.train_subset=8192", "--set", "data.test_subset=1000", "--set", "training.epochs=10",
+                          "--set", "distributed.check_every=10"]
+
+    /// Shifts and flips are drawn from (seed, epoch, sample index): 2 ranks × 32 see the very samples 1 rank × 64 sees,
+    /// so the runs agree within the derived bound, while augmentation itself changes training far beyond it.
+    func testAugmentationIsTheSameOnEveryWorldSize() throws {
+        let plain = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "training.max_steps=40"] + subset
+        let augmented = plain + ["--set", "data.augmentation.padding=2", "--set", "data.augmentation.horizontal_flip=true"]
+        let outcome = try Equivalence.measure(base: augmented, ranks: 2, batch: 32)
+        Equivalence.assertHolds(outcome, ranks: 2, "augmented fashion-mlp 2×32 vs 1×64")
+        let withAugmentation = directory + "/augmented.f32", without = directory + "/plain.f32"
+        XCTAssertEqual(try MPIRun.run(ranks: 0, augmented + ["--set", "training.batch_size=64", "--dump-parameters", withAugmentation]).status, 0)
+        XCTAssertEqual(try MPIRun.run(ranks: 0, plain + ["--set", "training.batch_size=64", "--dump-parameters", without]).status, 0)
+        XCTAssertGreaterThan(MPIRun.relativeDifference(try MPIRun.floats(withAugmentation), try MPIRun.floats(without)), 100 * outcome.bound,
+                             "augmentation must change what the model sees")
+        let bad = try MPIRun.run(ranks: 0, plain + ["--set", "data.augmentation.padding=40"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("key 'data.augmentation.padding'"), bad.stderr)
+    }
+
+    /// `eval` prints per-class precision/recall/F1 and the confusion matrix, reduced over ranks, and appends them to the
+    /// metrics file; `plot` draws the learning curves of a run's metrics file.
+    func testEvalReportAndLearningCurves() throws {
+        let checkpoints = directory + "/checkpoints", metrics = directory + "/metrics.jsonl"
+        let train = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "training.epochs=3",
+                                              "--set", "data.train_subset=4096", "--set", "data.test_subset=1000",
+                                              "--checkpoint-dir", checkpoints, "--metrics", metrics])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let evaluation = try MPIRun.run(ranks: 2, ["eval", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.test_subset=1000",
+                                                   "--checkpoint", checkpoints, "--metrics", metrics])
+        XCTAssertEqual(evaluation.status, 0, evaluation.stderr)
+        for text in ["precision", "recall", "macro avg", "weighted avg", "true \\ pred"] {
+            XCTAssertTrue(evaluation.stdout.contains(text), "missing '\(text)': \(evaluation.stdout)")
+        }
+        // The report's support sums to the whole test set although each rank evaluated half of it.
+        XCTAssertTrue(evaluation.stdout.split(separator: "\n").contains { $0.hasPrefix("accuracy") && $0.hasSuffix(" 1000") }, evaluation.stdout)
+        let lines = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n")
+        XCTAssertTrue(lines.last?.contains("\"event\":\"classification_report\"") == true, "\(lines.last ?? "")")
+
+        let out = directory + "/plots"
+        let plot = try MPIRun.run(ranks: 0, ["plot", metrics, "--out", out])
+        XCTAssertEqual(plot.status, 0, plot.stderr)
+        for name in ["curves-loss.svg", "curves-accuracy.svg"] {
+            let svg = try String(contentsOfFile: out + "/" + name, encoding: .utf8)
+            XCTAssertTrue(svg.hasPrefix("<svg") || svg.contains("<svg"), name)
+            XCTAssertTrue(svg.contains("<polyline") || svg.contains("<path"), "\(name) has no curve")
+        }
+        let missing = try MPIRun.run(ranks: 0, ["plot", directory + "/none.jsonl", "--out", out])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("none.jsonl"), missing.stderr)
+    }
+
+    /// `label<TAB>text` lines with a known answer (positive lines carry words from one list, negative from another,
+    /// in random filler): an embedding + LSTM classifier on 2 ranks learns it, and both ranks end identical.
+    func testTextClassificationOnTwoRanks() throws {
+        var generator = SplitMix(seed: 7)
+        let positive = ["great", "superb", "lovely", "moving"], negative = ["awful", "boring", "dreadful", "weak"]
+        let filler = ["the", "film", "was", "a", "plot", "and", "acting", "story", "really", "quite"]
+        func line(_ label: Int) -> String {
+            var words = (0..<6).map { _ in filler[generator.next(filler.count)] }
+            words.insert((label == 1 ? positive : negative)[generator.next(4)], at: generator.next(words.count + 1))
+            return "\(label == 1 ? "pos" : "neg")\t\(words.joined(separator: " "))"
+        }
+        let trainPath = directory + "/train.tsv", testPath = directory + "/test.tsv"
+        try (0..<2048).map { line($0 % 2) }.joined(separator: "\n").write(toFile: trainPath, atomically: true, encoding: .utf8)
+        try (0..<256).map { line($0 % 2) }.joined(separator: "\n").write(toFile: testPath, atomically: true, encoding: .utf8)
+        let result = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("text-classification.yaml"), "--print-checksum",
+                                               "--set", "data.path=\(trainPath)", "--set", "data.test_path=\(testPath)",
+                                               "--set", "data.sequence_length=48", "--set", "training.epochs=4"], timeout: 600)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let accuracy = result.stdout.split(separator: "\n").first { $0.hasPrefix("done: test accuracy") }
+            .flatMap { Double($0.split(separator: " ")[3].dropLast()) } ?? 0
+        XCTAssertGreaterThan(accuracy, 0.9, result.stdout)
+        let checksums = Set(result.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }.map { $0.split(separator: " ").last! })
+        XCTAssertEqual(checksums.count, 1, result.stdout)
+    }
+}
+
+/// A tiny seeded generator so the generated corpus is the same on every run.
+private struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next(_ bound: Int) -> Int {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int((z ^ (z >> 31)) % UInt64(bound))
+    }
+}
