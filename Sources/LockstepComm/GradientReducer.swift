@@ -158,8 +158,10 @@ public final class GradientReducer {
     /// `.overlapThread`, starts the communication thread; `bucketCapacityBytes` trades overlap for message count.
     /// `.sharedMemory` needs `shared`, whose local segment must be `gradients`; it reduces one bucket of everything
     /// (there is no overlap to gain from several).
+    /// Layers below `frozenLayers` (a frozen prefix: no gradient) belong to no bucket and are never reduced.
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
-                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil) throws {
+                bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil,
+                frozenLayers: Int = 0) throws {
         if mode == .overlapThread && communicator.threadLevel < .serialized {
             throw ReducerConfigurationError(
                 "reduction mode overlapThread calls MPI from a second thread and needs MPI_THREAD_SERIALIZED, but MPI provided \(communicator.threadLevel); start MPI with threadLevel .serialized or use overlapPolling")
@@ -171,8 +173,15 @@ public final class GradientReducer {
                     "reduction mode sharedMemory needs the gradients in node-shared memory of every rank (allocateNodeShared), got \(shared == nil ? "none" : "a segment that is not these gradients")")
             }
         }
-        buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets, totalCount: gradients.count,
-                                       bucketCapacityBytes: mode == .sharedMemory ? Int.max : bucketCapacityBytes)
+        // Plan over the trainable layers only: shift their offsets to start at 0, then back.
+        let frozen = min(max(frozenLayers, 0), layerStartOffsets.count)
+        let trainableStart = frozen < layerStartOffsets.count ? layerStartOffsets[frozen] : gradients.count
+        buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets[frozen...].map { $0 - trainableStart },
+                                       totalCount: gradients.count - trainableStart,
+                                       bucketCapacityBytes: mode == .sharedMemory ? Int.max : bucketCapacityBytes).map {
+            GradientBucket(elements: ($0.elements.lowerBound + trainableStart)..<($0.elements.upperBound + trainableStart),
+                           layers: ($0.layers.lowerBound + frozen)...($0.layers.upperBound + frozen))
+        }
         self.shared = mode == .sharedMemory ? shared : nil
         self.mode = mode
         self.communicator = communicator
@@ -205,13 +214,13 @@ public final class GradientReducer {
     /// Convenience over a model's `FlatTensors` gradients with `layerCount` layers (parameter-free ones included).
     public convenience init(communicator: any Communicator, parameters: FlatTensors, layerCount: Int,
                             bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking,
-                            shared: NodeSharedFloats? = nil) throws {
+                            shared: NodeSharedFloats? = nil, frozenLayers: Int = 0) throws {
         guard let gradients = parameters.gradients else {
             throw ReducerConfigurationError("these tensors have no gradient buffer; create them with withGradients: true")
         }
         try self.init(communicator: communicator, gradients: gradients.buffer,
                       layerStartOffsets: (0..<layerCount).map { parameters.startOffset(ofLayer: $0) },
-                      bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared)
+                      bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared, frozenLayers: frozenLayers)
     }
 
     deinit { worker?.stop() }

@@ -33,6 +33,12 @@ public enum DatasetLoader {
             (train, test) = syntheticLinear(samples: data.syntheticSamples, features: data.syntheticFeatures,
                                             noise: Float(data.syntheticNoise), seed: seed)
         }
+        if !data.classes.isEmpty {
+            guard let known = train.classCount, data.classes.allSatisfy({ (0..<known).contains($0) }), Set(data.classes).count == data.classes.count else {
+                throw ConfigError("key 'data.classes': \(data.classes) must be distinct class indices of the dataset (0…\((train.classCount ?? 0) - 1))")
+            }
+            (train, test) = (train.selecting(classes: data.classes), test.selecting(classes: data.classes))
+        }
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
         // Synthetic regression targets are already unit scale; token ids must stay integers.

@@ -24,6 +24,8 @@ extension TrainingConfig {
         options.distributed = distributed
         options.checkpoints = checkpoints
         options.faults = debug
+        options.frozenLayers = frozenLayers
+        options.initializeFrom = initializeFrom
         options.runDescription = resolved.canonicalText
         return options
     }
@@ -54,7 +56,11 @@ extension TrainingConfig {
         let options = trainingOptions(checkpoints: checkpoints)
         let stepsPerEpoch = Trainer.stepsPerEpoch(samples: train.count, worldSize: communicator.size, options: options)
         let schedule = makeSchedule(stepsPerEpoch: stepsPerEpoch, globalBatch: batchSize * communicator.size * accumulationSteps)
-        return try Trainer(model: model, loss: loss, optimizer: Self.makeOptimizer(optimizer, parameterCount: model.parameters.count),
+        guard frozenLayers < model.layers.count else {
+            throw ConfigError("key 'model.freeze': freezing all \(model.layers.count) layers leaves nothing to train")
+        }
+        let trainable = Trainer.trainableParameterCount(of: model, frozenLayers: frozenLayers)
+        return try Trainer(model: model, loss: loss, optimizer: Self.makeOptimizer(optimizer, parameterCount: trainable),
                            schedule: schedule, data: TrainingData(train: train, test: test), options: options,
                            communicator: communicator, log: log)
     }

@@ -45,6 +45,8 @@ public struct TrainingConfig: Sendable {
         public var shardPolicy: EpochPlan.Policy
         /// `data.augmentation: {padding, horizontal_flip}`: random shifts and flips of training images.
         public var augmentation: AugmentationSpec
+        /// `data.classes`: keep only these classes, relabelled 0, 1, … in this order (empty keeps all).
+        public var classes: [Int]
         /// CSV: label column (index or header name).
         public var labelColumn: String
         /// CSV: first line is a header.
@@ -114,6 +116,10 @@ public struct TrainingConfig: Sendable {
     public var seed: UInt64
     public var data: Data
     public var inputShape: [Int]?
+    /// `model.freeze`: how many leading layers stay fixed (the config lists their indices, 0…k−1).
+    public var frozenLayers: Int
+    /// `model.init_from`: a checkpoint whose matching tensors initialize the model.
+    public var initializeFrom: String?
     public var layers: [LayerSpec]
     public var loss: LossKind
     public var optimizer: OptimizerConfig
@@ -197,6 +203,7 @@ public struct TrainingConfig: Sendable {
                     prefetch: try d.word("prefetch", default: TrainingOptions.Prefetch.auto),
                     shardPolicy: try d.word("shard_policy", default: EpochPlan.Policy.dropLast),
                     augmentation: try Self.augmentation(d),
+                    classes: try d.ints("classes", default: []) ?? [],
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),
                     task: try d.word("task", default: CSVTask.classification),
@@ -223,6 +230,15 @@ public struct TrainingConfig: Sendable {
             return LayerSpec(type: type, options: options, index: index)
         }
         guard !layers.isEmpty else { throw ConfigError("key 'model.layers': the model needs at least one layer") }
+        let freeze = try m.ints("freeze", default: []) ?? []
+        for (position, index) in freeze.enumerated() where index != position || index >= layers.count {
+            throw ConfigError(index >= layers.count || index < 0
+                ? "key 'model.freeze[\(position)]': layer \(index) does not exist (the model has layers 0…\(layers.count - 1))"
+                : "key 'model.freeze': frozen layers must be the first ones in order (0, 1, …, k−1), got \(freeze): the flat parameter buffer keeps them as one prefix")
+        }
+        frozenLayers = freeze.count
+        let initPath = try m.string("init_from", default: "")
+        initializeFrom = initPath.isEmpty ? nil : initPath
         try m.rejectUnknownKeys()
 
         loss = try root.word("loss", default: LossKind.crossEntropy)

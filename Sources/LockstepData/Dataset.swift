@@ -60,8 +60,24 @@ public struct Dataset: Sendable {
     /// The first `n` samples (all of them when `n` is 0 or at least `count`).
     public func subset(first n: Int) -> Dataset {
         guard n > 0 && n < count else { return self }
-        return Dataset(features: Array(features[0..<(n * featureWidth)]), targets: Array(targets[0..<(n * targetWidth)]),
-                       sampleShape: sampleShape, targetWidth: targetWidth, classCount: classCount)
+        var result = Dataset(features: Array(features[0..<(n * featureWidth)]), targets: Array(targets[0..<(n * targetWidth)]),
+                             sampleShape: sampleShape, targetWidth: targetWidth, classCount: classCount)
+        result.vocabularySize = vocabularySize
+        return result
+    }
+
+    /// The samples of `classes` only, relabelled 0, 1, … in the order listed (e.g. Fashion-MNIST classes 5…9 as a
+    /// 5-class task for transfer learning). Needs one class index per sample.
+    public func selecting(classes: [Int]) -> Dataset {
+        precondition(targetWidth == 1, "selecting classes needs one class index per sample, this dataset has \(targetWidth) targets")
+        let relabel = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($0.element, $0.offset) })
+        var keptFeatures: [Float] = [], keptTargets: [Float] = []
+        for sample in 0..<count {
+            guard let label = relabel[Int(targets[sample])] else { continue }
+            keptFeatures.append(contentsOf: features[(sample * featureWidth)..<((sample + 1) * featureWidth)])
+            keptTargets.append(Float(label))
+        }
+        return Dataset(features: keptFeatures, targets: keptTargets, sampleShape: sampleShape, targetWidth: 1, classCount: classes.count)
     }
 
     /// Copies the samples at `indices` (in order) into `features` ([k, featureWidth]) and `targets` ([k, targetWidth]).

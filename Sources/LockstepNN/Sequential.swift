@@ -114,14 +114,15 @@ public final class Sequential {
 
     /// Back-propagates `outputGradient` ([batch, outputWidth]) after `forward(input, batch)`, adding into the
     /// gradient buffer. `layerDone(i)` runs right after layer i's gradients are complete (reverse order), so
-    /// the caller can start reducing the contiguous gradient range from layer i to the end.
+    /// the caller can start reducing the contiguous gradient range from layer i to the end. Layers below
+    /// `firstTrainableLayer` (frozen) are not visited: they get no gradient and cost nothing.
     public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
-                         layerDone: (Int) -> Void = { _ in }) {
+                         firstTrainableLayer: Int = 0, layerDone: (Int) -> Void = { _ in }) {
         var dy = outputGradient
         var target = gradientA
-        for index in stride(from: layers.count - 1, through: 0, by: -1) {
+        for index in stride(from: layers.count - 1, through: max(firstTrainableLayer, 0), by: -1) {
             let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
-            let needsInputGradient = index > 0
+            let needsInputGradient = index > firstTrainableLayer
             layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
                                    inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
             layerDone(index)

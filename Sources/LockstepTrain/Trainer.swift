@@ -121,6 +121,16 @@ public final class Trainer {
     /// Bucket cap in bytes: `distributed.bucketMiB`, or what `auto` measured.
     public let bucketCapacityBytes: Int
 
+    /// Where the trainable parameters start in the flat buffer (after the frozen layers').
+    public let trainableOffset: Int
+    /// Parameters the optimizer updates (all but the frozen layers').
+    public var trainableParameterCount: Int { model.parameters.count - trainableOffset }
+
+    /// Parameters from `frozenLayers` on, given the model: what an optimizer for a transfer-learning run must cover.
+    public static func trainableParameterCount(of model: Sequential, frozenLayers: Int) -> Int {
+        model.parameters.count - model.parameters.startOffset(ofLayer: frozenLayers)
+    }
+
     /// Per-rank batch, global batch (samples per optimizer step over all ranks).
     public var perRankBatch: Int { options.batchSize }
     public var globalBatch: Int { options.batchSize * communicator.size * options.accumulationSteps }
@@ -141,6 +151,10 @@ public final class Trainer {
         guard options.batchSize > 0, options.accumulationSteps > 0, options.evaluationBatchSize > 0 else {
             throw ConfigError("batch size, accumulation steps and evaluation batch size must be positive")
         }
+        guard (0..<model.layers.count).contains(options.frozenLayers) || (options.frozenLayers == 0 && model.layers.isEmpty) else {
+            throw ConfigError("key 'model.freeze': \(options.frozenLayers) frozen layers leave nothing to train in a model of \(model.layers.count) layers")
+        }
+        trainableOffset = model.parameters.startOffset(ofLayer: options.frozenLayers)
         let microBatches = Trainer.epochPlan(options, samples: data.train.count, worldSize: communicator.size, epoch: 0)
             .stepsPerEpoch(perRankBatch: options.batchSize)
         guard microBatches > 0 else {
@@ -163,10 +177,12 @@ public final class Trainer {
         try Trainer.checkRanksAgree(options: options, model: model, data: data, communicator: communicator)
         hostNames = try Watchdog.gatherHostNames(communicator)
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
-        (reducer, bucketCapacityBytes) = try Trainer.makeReducer(options.distributed, model: model, communicator: communicator, log: log)
+        (reducer, bucketCapacityBytes) = try Trainer.makeReducer(options.distributed, model: model, communicator: communicator,
+                                                                 frozenLayers: options.frozenLayers, log: log)
         reducer.fault = options.faults.reductionFault
         if options.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: options.seed).split(1))
+        if let path = options.initializeFrom { try initialize(from: path) }
         try prepareCheckpoints()
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.values.buffer), root: 0)
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.state.values.buffer), root: 0)
@@ -220,7 +236,7 @@ public final class Trainer {
     /// The gradient reducer the options ask for; with transport auto (gradients of 8 KiB or more) or shared_memory
     /// and blocking reduction with every rank on one node, the model's gradients move into node-shared memory first.
     /// `bucketMiB` nil times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
-    static func makeReducer(_ d: DistributedOptions, model: Sequential, communicator: Communicator,
+    static func makeReducer(_ d: DistributedOptions, model: Sequential, communicator: Communicator, frozenLayers: Int,
                             log: (String) -> Void) throws -> (reducer: GradientReducer, bucketBytes: Int) {
         var mode: ReductionMode
         switch (d.deterministic, d.overlap) {
@@ -252,7 +268,7 @@ public final class Trainer {
             if communicator.rank == 0 { log(measured.line) }
         }
         let reducer = try GradientReducer(communicator: communicator, parameters: model.parameters, layerCount: model.layers.count,
-                                          bucketCapacityBytes: bucketBytes, mode: mode, shared: shared)
+                                          bucketCapacityBytes: bucketBytes, mode: mode, shared: shared, frozenLayers: frozenLayers)
         return (reducer, bucketBytes)
     }
 
@@ -402,7 +418,8 @@ public final class Trainer {
                       width: model.outputWidth, scale: reducer.microBatchScale)
         if poisoned { outputGradient.pointer[0] = .nan }
         var reduceError: Error?
-        model.backward(input: batch.features, outputGradient: outputGradient.pointer, batch: batch.sampleCount) { layer in
+        model.backward(input: batch.features, outputGradient: outputGradient.pointer, batch: batch.sampleCount,
+                       firstTrainableLayer: options.frozenLayers) { layer in
             observer?.layerBackwardDone(layer)
             do { try reducer.layerReady(layer) } catch { reduceError = error }
         }
@@ -424,11 +441,12 @@ public final class Trainer {
             if communicator.rank == 0 { log("step \(step): non-finite \(what); step skipped on every rank") }
             return
         }
-        let gradients = model.parameters.gradients!.pointer, count = model.parameters.count
+        // Frozen layers come first in the flat buffers: the optimizer sees the trainable suffix only.
+        let gradients = model.parameters.gradients!.pointer + trainableOffset, count = trainableParameterCount
         if options.clipGradientNorm > 0 {
             GradientClipping.clipByGlobalNorm(gradients, count: count, maxNorm: Float(options.clipGradientNorm))
         }
-        optimizer.step(parameters: model.parameters.values.pointer, gradients: gradients, count: count,
+        optimizer.step(parameters: model.parameters.values.pointer + trainableOffset, gradients: gradients, count: count,
                        learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
     }
 

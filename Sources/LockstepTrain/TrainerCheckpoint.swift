@@ -27,6 +27,37 @@ public struct CheckpointSettings: Sendable {
 }
 
 extension Trainer {
+    /// Parameter slots the optimizer keeps state for (all but the frozen layers'); its buffers start at
+    /// `trainableOffset`.
+    var trainableSlots: [ParameterSlot] { model.parameters.slots.filter { $0.offset >= trainableOffset } }
+
+    /// Rank 0 copies every tensor of `path` whose name and shape match a parameter or buffer of this model (transfer
+    /// learning) and reports what it loaded and skipped; the caller broadcasts. Collective.
+    func initialize(from path: String) throws {
+        try communicator.rootActs("read \(path)") {
+            // A checkpoint directory means its newest checkpoint that verifies.
+            let search = try CheckpointStore(directory: path, keep: 1).resolve(resume: path)
+            guard let file = search.file else { throw ConfigError("key 'model.init_from': no checkpoint in \(path)") }
+            var loaded: [String] = [], skipped: [String] = []
+            for (tensors, slots) in [(model.parameters, model.parameters.slots), (model.state, model.state.slots)] {
+                for slot in slots {
+                    guard let tensor = file.tensors.first(where: { $0.name == slot.name }) else { skipped.append("\(slot.name) (not in the file)"); continue }
+                    guard tensor.shape == slot.shape else {
+                        skipped.append("\(slot.name) (shape \(tensor.shape) in the file, \(slot.shape) here)")
+                        continue
+                    }
+                    try file.restore(slot.name, into: tensors.valuePointer(slot), shape: slot.shape)
+                    loaded.append(slot.name)
+                }
+            }
+            guard !loaded.isEmpty else {
+                throw ConfigError("key 'model.init_from': \(path) has no tensor with the name and shape of any of this model's (\(skipped.joined(separator: "; ")))")
+            }
+            log("init_from \(path): loaded \(loaded.count) tensors (\(loaded.joined(separator: ", ")))"
+                + (skipped.isEmpty ? "" : "; skipped \(skipped.joined(separator: "; "))"))
+        }
+    }
+
     /// The model layout as text: names and shapes of every tensor, in order.
     var layoutDescription: String {
         (model.parameters.slots + model.state.slots).map { "\($0.name)\($0.shape)" }.joined(separator: ";")
@@ -74,8 +105,8 @@ extension Trainer {
         try file.restore(into: model.parameters)
         try file.restore(into: model.state)
         for (name, buffer) in optimizer.stateBuffers {
-            for slot in model.parameters.slots {
-                try file.restore("optimizer.\(slot.name).\(name)", into: buffer.pointer + slot.offset, shape: slot.shape)
+            for slot in trainableSlots {
+                try file.restore("optimizer.\(slot.name).\(name)", into: buffer.pointer + slot.offset - trainableOffset, shape: slot.shape)
             }
         }
         func number(_ key: String) throws -> Int64 {
@@ -107,8 +138,9 @@ extension Trainer {
                 let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
                 var tensors = TensorSource.slots(of: model.parameters) + TensorSource.slots(of: model.state)
                 for (name, buffer) in optimizer.stateBuffers {
-                    tensors += model.parameters.slots.map {
-                        TensorSource(name: "optimizer.\($0.name).\(name)", shape: $0.shape, buffer: buffer, offset: $0.offset, count: $0.count)
+                    tensors += trainableSlots.map {
+                        TensorSource(name: "optimizer.\($0.name).\(name)", shape: $0.shape, buffer: buffer,
+                                     offset: $0.offset - trainableOffset, count: $0.count)
                     }
                 }
                 let metadata: [String: String] = [

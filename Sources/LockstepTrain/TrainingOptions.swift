@@ -42,6 +42,12 @@ public struct TrainingOptions: Sendable {
     public var distributed = DistributedOptions()
     /// Where and when checkpoints are written, and what to resume from.
     public var checkpoints = CheckpointSettings()
+    /// Transfer learning: the first `frozenLayers` layers stay as initialized or loaded (no gradient, no reduction,
+    /// no optimizer state); give the optimizer the parameters from that layer on (`Trainer.trainableParameterCount`).
+    public var frozenLayers = 0
+    /// Transfer learning: a checkpoint whose tensors initialize every parameter and buffer with the same name and
+    /// shape (rank 0 reads it and reports what it loaded and skipped); a resumed checkpoint takes precedence.
+    public var initializeFrom: String?
     /// Deliberate faults, for tests of the engine itself.
     public var faults = FaultInjection()
     /// Text every rank must agree on and every checkpoint records: the YAML front end puts the resolved config here.

@@ -91,6 +91,39 @@ final class ToolboxTests: XCTestCase {
     }
 }
 
+extension ToolboxTests {
+    /// Pre-train on classes 0–4, fine-tune on 5–9 from that checkpoint with the first linear layer frozen: the frozen
+    /// layer ends bit-identical to the pre-trained one, the new head is reported as skipped, the optimizer keeps no
+    /// state for frozen layers, and bad freeze or init_from settings name the key.
+    func testTransferLearningLoadsMatchingTensorsAndKeepsFrozenLayersFixed() throws {
+        let pretrained = directory + "/pretrain", fineTuned = directory + "/finetune"
+        let pre = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-transfer-pretrain.yaml"), "--set", "training.epochs=1",
+                                            "--set", "data.train_subset=4096", "--checkpoint-dir", pretrained,
+                                            "--dump-parameters", directory + "/pre.f32"])
+        XCTAssertEqual(pre.status, 0, pre.stderr)
+        let base = ["train", "--config", MPIRun.config("fashion-transfer-finetune.yaml"), "--set", "model.init_from=\(pretrained)",
+                    "--set", "training.max_steps=20", "--set", "data.train_subset=2048"]
+        let tune = try MPIRun.run(ranks: 2, base + ["--checkpoint-dir", fineTuned, "--dump-parameters", directory + "/tuned.f32"])
+        XCTAssertEqual(tune.status, 0, tune.stderr)
+        XCTAssertTrue(tune.stdout.contains("loaded 3 tensors (layers.1.weight, layers.1.bias, layers.5.bias); skipped layers.3.weight (shape [128, 256] in the file, [96, 256] here)"),
+                      tune.stdout)
+        let frozenCount = 784 * 256 + 256
+        let before = try MPIRun.floats(directory + "/pre.f32"), after = try MPIRun.floats(directory + "/tuned.f32")
+        XCTAssertEqual(after.prefix(frozenCount).map(\.bitPattern), before.prefix(frozenCount).map(\.bitPattern), "frozen layer changed")
+        let inspection = try MPIRun.run(ranks: 0, ["checkpoint", "inspect", fineTuned])
+        XCTAssertTrue(inspection.stdout.contains("optimizer.layers.3.weight.momentum_buffer"), inspection.stdout)
+        XCTAssertFalse(inspection.stdout.contains("optimizer.layers.1."), "no optimizer state for frozen layers: \(inspection.stdout)")
+
+        for (overrides, expected) in [(["--set", "model.freeze=[1]"], "key 'model.freeze': frozen layers must be the first ones"),
+                                      (["--set", "model.freeze=[0, 9]"], "key 'model.freeze[1]': layer 9 does not exist"),
+                                      (["--set", "model.init_from=\(directory)/missing"], "\(directory)/missing")] {
+            let bad = try MPIRun.run(ranks: 0, base + overrides)
+            XCTAssertNotEqual(bad.status, 0)
+            XCTAssertTrue(bad.stderr.contains(expected), "\(overrides): \(bad.stderr)")
+        }
+    }
+}
+
 /// A tiny seeded generator so the generated corpus is the same on every run.
 private struct SplitMix {
     var state: UInt64
