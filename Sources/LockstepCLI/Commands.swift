@@ -10,7 +10,7 @@ extension Session {
     /// `lockstep train`: loads and checks the config, trains, writes metrics and prints a summary on rank 0.
     public func train(configPath: String, overrides: [String], metricsPath: String?, printChecksum: Bool,
                       dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil,
-                      tracePath: String? = nil) throws {
+                      tracePath: String? = nil, imagesDirectory: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
         let checkpoints = CheckpointSettings(directory: checkpointDirectory, resume: resume,
@@ -31,6 +31,11 @@ extension Session {
         let summary = try trainer.run(onEpoch: { epoch in
             progress.clearLine()
             self.say(epoch.line)
+            if let imagesDirectory, config.data.target == .input, self.isLeader {
+                do { self.say("reconstructions: " + (try Self.writeReconstructions(trainer, epoch: epoch.epoch, directory: imagesDirectory))) } catch {
+                    self.say("reconstructions: not written: \(error)")
+                }
+            }
             metrics?.write(epoch)
         }, onStep: { step, _, loss in progress.step(step, loss: loss) })
         progress.clearLine()
@@ -52,6 +57,17 @@ extension Session {
                 throw ConfigError("--dump-parameters \(dumpParameters): cannot write the file")
             }
         }
+    }
+
+    /// An autoencoder's first 8 test inputs (top row) above their reconstructions (bottom row), as a PNG; returns its path.
+    static func writeReconstructions(_ trainer: Trainer, epoch: Int, directory: String) throws -> String {
+        let test = trainer.data.test, count = min(8, test.count), width = test.featureWidth
+        let inputs = Array(test.features[0..<(count * width)])
+        let outputs = inputs.withUnsafeBufferPointer { trainer.predict($0.baseAddress!, count: count) }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + String(format: "/reconstructions-epoch-%03d.png", epoch)
+        try ImageGrid(images: inputs + outputs, sampleShape: test.sampleShape, columns: count, scaling: .minMax).write(to: path)
+        return path
     }
 
     /// `lockstep eval`: evaluates parameters from a raw float32 file (or the seeded initial model) on the test set.

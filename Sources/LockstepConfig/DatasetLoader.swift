@@ -32,6 +32,8 @@ public enum DatasetLoader {
         case .linearSynthetic:
             (train, test) = syntheticLinear(samples: data.syntheticSamples, features: data.syntheticFeatures,
                                             noise: Float(data.syntheticNoise), seed: seed)
+        case .separableSynthetic:
+            (train, test) = syntheticSeparable(samples: data.syntheticSamples, features: data.syntheticFeatures, seed: seed)
         }
         if !data.classes.isEmpty {
             guard let known = train.classCount, data.classes.allSatisfy({ (0..<known).contains($0) }), Set(data.classes).count == data.classes.count else {
@@ -42,13 +44,31 @@ public enum DatasetLoader {
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
         // Synthetic regression targets are already unit scale; token ids must stay integers.
-        if ![.linearSynthetic, .text, .sequenceSynthetic, .labeledText].contains(data.dataset) {
+        if ![.linearSynthetic, .separableSynthetic, .text, .sequenceSynthetic, .labeledText].contains(data.dataset) {
             // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
             let statistics = train.channelStatistics()
             train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
             test.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
         }
+        if data.target == .input { (train, test) = (train.reconstructingInput(), test.reconstructingInput()) }
         return (train, test)
+    }
+
+    /// Points x ~ N(0,1) labelled 1 where x·w* + b* > 0 (the weights of `syntheticTruth`): separable by a hyperplane,
+    /// so a perceptron reaches 100%; the test split is 1/4 the size of the training split.
+    static func syntheticSeparable(samples: Int, features: Int, seed: UInt64) -> (Dataset, Dataset) {
+        let truth = syntheticTruth(features: features, seed: seed)
+        func make(_ count: Int, stream: UInt64) -> Dataset {
+            var rng = RNG(seed: seed).split(0x5E9).split(stream)
+            var x = [Float](repeating: 0, count: count * features), y = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                var sum = truth.bias
+                for j in 0..<features { let v = rng.normal(); x[i * features + j] = v; sum += v * truth.weights[j] }
+                y[i] = sum > 0 ? 1 : 0
+            }
+            return Dataset(features: x, targets: y, sampleShape: [features], targetWidth: 1, classCount: 2)
+        }
+        return (make(samples, stream: 1), make(max(samples / 4, 1), stream: 2))
     }
 
     /// The true weights and bias of the generated regression problem for `seed` (tests check training recovers them).

@@ -76,6 +76,7 @@ extension TrainingConfig {
         case .mse: return MSELoss()
         case .bceWithLogits: return BCEWithLogitsLoss()
         case .crossEntropy: return SoftmaxCrossEntropy()
+        case .hinge: return HingeLoss()
         }
     }
 

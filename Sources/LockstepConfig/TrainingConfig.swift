@@ -8,11 +8,14 @@ import LockstepTrain
 public enum DatasetKind: String, Sendable, CaseIterable {
     case fashionMNIST = "fashion-mnist", mnist, cifar10, csv, linearSynthetic = "linear-synthetic", text
     case sequenceSynthetic = "sequence-synthetic", labeledText = "labeled-text"
+    /// Linearly separable points with 0/1 labels (the perceptron's problem).
+    case separableSynthetic = "separable-synthetic"
 }
 
 /// The losses a config can name (`loss`).
 public enum LossKind: String, Sendable, CaseIterable {
     case crossEntropy = "cross_entropy", mse, bceWithLogits = "bce_with_logits", sequenceCrossEntropy = "sequence_cross_entropy"
+    case hinge
 }
 
 /// The optimizers a config can name (`optimizer.type`).
@@ -47,6 +50,13 @@ public struct TrainingConfig: Sendable {
         public var augmentation: AugmentationSpec
         /// `data.classes`: keep only these classes, relabelled 0, 1, … in this order (empty keeps all).
         public var classes: [Int]
+        /// `data.target`: what the model learns to output, the labels or (autoencoders) the input itself.
+        public var target: Target
+
+        /// What a sample's target is.
+        public enum Target: String, Sendable, CaseIterable {
+            case label, input
+        }
         /// CSV: label column (index or header name).
         public var labelColumn: String
         /// CSV: first line is a header.
@@ -204,6 +214,7 @@ public struct TrainingConfig: Sendable {
                     shardPolicy: try d.word("shard_policy", default: EpochPlan.Policy.dropLast),
                     augmentation: try Self.augmentation(d),
                     classes: try d.ints("classes", default: []) ?? [],
+                    target: try d.word("target", default: Data.Target.label),
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),
                     task: try d.word("task", default: CSVTask.classification),

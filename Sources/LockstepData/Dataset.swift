@@ -66,6 +66,11 @@ public struct Dataset: Sendable {
         return result
     }
 
+    /// The same samples with the features as targets (an autoencoder learns to reproduce its input).
+    public func reconstructingInput() -> Dataset {
+        Dataset(features: features, targets: features, sampleShape: sampleShape, targetWidth: featureWidth, classCount: nil)
+    }
+
     /// The samples of `classes` only, relabelled 0, 1, … in the order listed (e.g. Fashion-MNIST classes 5…9 as a
     /// 5-class task for transfer learning). Needs one class index per sample.
     public func selecting(classes: [Int]) -> Dataset {

@@ -70,3 +70,36 @@ public final class BCEWithLogitsLoss: Loss {
         }
     }
 }
+
+/// Hinge loss on one score per sample with 0/1 targets (y = 2t − 1): mean max(0, 1 − y·f). A linear model trained
+/// with it is a (soft-margin) perceptron; the prediction is the sign of the score.
+public final class HingeLoss: Loss {
+    public let kind = "hinge"
+    public let measuresAccuracy = true
+    /// Creates the loss.
+    public init() {}
+    public func targetWidth(outputWidth: Int) -> Int { outputWidth }
+
+    public func forward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Float {
+        let count = batch * width
+        var total: Double = 0
+        for i in 0..<count { total += Double(max(0, 1 - (2 * targets[i] - 1) * output[i])) }
+        return Float(total / Double(max(count, 1)))
+    }
+
+    public func backward(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
+                         batch: Int, width: Int, scale: Float) {
+        // d/df max(0, 1 − y·f) = −y inside the margin, 0 outside (the perceptron rule with a margin)
+        let count = batch * width
+        let factor = scale / Float(max(count, 1))
+        for i in 0..<count {
+            let y = 2 * targets[i] - 1
+            gradient[i] = y * output[i] < 1 ? -y * factor : 0
+        }
+    }
+
+    /// Scores on the right side of 0 (score > 0 predicts 1).
+    public func correctCount(output: UnsafePointer<Float>, targets: UnsafePointer<Float>, batch: Int, width: Int) -> Double? {
+        Double(countCorrectBinary(logits: output, targets: targets, count: batch * width)) / Double(width)
+    }
+}

@@ -41,10 +41,14 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Write a Chrome trace (chrome://tracing, Perfetto) of every rank's steps to this file.")
     var trace: String?
 
+    @Option(name: .long, help: "Autoencoders (data.target: input): write a PNG of test inputs and their reconstructions here every epoch.")
+    var images: String?
+
     func run() throws {
         try Session.run { session in
             try session.train(configPath: config, overrides: overrides, metricsPath: metrics, printChecksum: printChecksum,
-                              dumpParameters: dumpParameters, checkpointDirectory: checkpointDir, resume: resume, tracePath: trace)
+                              dumpParameters: dumpParameters, checkpointDirectory: checkpointDir, resume: resume, tracePath: trace,
+                              imagesDirectory: images)
         }
     }
 }

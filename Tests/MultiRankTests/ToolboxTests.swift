@@ -124,6 +124,30 @@ extension ToolboxTests {
     }
 }
 
+extension ToolboxTests {
+    /// A perceptron (one linear unit, hinge loss) separates generated separable points on 2 ranks; an MLP autoencoder
+    /// (targets = inputs) reconstructs Fashion-MNIST far better than the mean image (MSE 1 on normalized pixels)
+    /// and writes a PNG of inputs and reconstructions.
+    func testPerceptronAndAutoencoder() throws {
+        func accuracy(_ output: String) -> Double {
+            output.split(separator: "\n").first { $0.hasPrefix("done: test accuracy") }.flatMap { Double($0.split(separator: " ")[3].dropLast()) } ?? 0
+        }
+        let perceptron = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("perceptron.yaml")])
+        XCTAssertEqual(perceptron.status, 0, perceptron.stderr)
+        XCTAssertGreaterThanOrEqual(accuracy(perceptron.stdout), 0.98, perceptron.stdout)
+
+        let images = directory + "/images"
+        let autoencoder = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-autoencoder.yaml"), "--images", images,
+                                                    "--set", "training.epochs=1", "--set", "data.train_subset=8192", "--set", "data.test_subset=1000"])
+        XCTAssertEqual(autoencoder.status, 0, autoencoder.stderr)
+        let loss = autoencoder.stdout.split(separator: "\n").first { $0.hasPrefix("done: test loss") }
+            .flatMap { Double($0.split(separator: " ")[3].dropLast()) } ?? 1
+        XCTAssertLessThan(loss, 0.6, autoencoder.stdout)
+        let png = try Data(contentsOf: URL(fileURLWithPath: images + "/reconstructions-epoch-001.png"))
+        XCTAssertEqual(Array(png.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+    }
+}
+
 /// A tiny seeded generator so the generated corpus is the same on every run.
 private struct SplitMix {
     var state: UInt64
