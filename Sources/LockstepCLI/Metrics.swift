@@ -37,7 +37,8 @@ public final class MetricsWriter {
         append([("event", .string("epoch")), ("epoch", .int(metrics.epoch)), ("step", .int(metrics.step)),
                 ("train_loss", .number(metrics.trainLoss)), ("test_loss", .number(metrics.testLoss)),
                 ("test_accuracy", metrics.testAccuracy.map(JSONField.number) ?? .null),
-                ("samples_per_second", .number(metrics.samplesPerSecond)), ("seconds", .number(metrics.seconds))])
+                ("samples_per_second", .number(metrics.samplesPerSecond)), ("seconds", .number(metrics.seconds))]
+               + (metrics.validation.map { [("validation_loss", .number($0.loss)), ("validation_accuracy", $0.accuracy.map(JSONField.number) ?? .null)] } ?? []))
     }
 
     /// Writes the summary record.

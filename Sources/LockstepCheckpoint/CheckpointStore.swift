@@ -313,6 +313,21 @@ public final class CheckpointDirectoryLock: @unchecked Sendable {
 }
 
 extension CheckpointStore {
+    /// Name of the copy of the best checkpoint so far (early stopping); pruning never removes it.
+    public static let bestFileName = "best.safetensors"
+
+    /// Makes `DIR/best.safetensors` the checkpoint of `step` (already written): a hard link made under a temporary
+    /// name and renamed over the old one, so a crash leaves the previous best or the new one, never a partial file.
+    public func markBest(step: Int) throws(CheckpointError) {
+        let temporary = join(".best-\(getpid()).tmp")
+        POSIX.unlinkIfPresent(temporary)
+        guard link(path(step: step), temporary) == 0 else {
+            throw CheckpointError(file: path(step: step), systemErrorText("link as the best checkpoint", errno))
+        }
+        try POSIX.rename(temporary, to: join(Self.bestFileName))
+        try POSIX.syncDirectory(directory)
+    }
+
     /// Name of the lock file a running job holds.
     public static let lockFileName = "lock"
 

@@ -25,6 +25,8 @@ extension TrainingConfig {
         options.checkpoints = checkpoints
         options.faults = debug
         options.frozenLayers = frozenLayers
+        options.validationFraction = data.validationSplit
+        options.earlyStopping = earlyStopping
         options.initializeFrom = initializeFrom
         options.runDescription = resolved.canonicalText
         return options

@@ -50,6 +50,8 @@ public struct TrainingConfig: Sendable {
         public var augmentation: AugmentationSpec
         /// `data.classes`: keep only these classes, relabelled 0, 1, … in this order (empty keeps all).
         public var classes: [Int]
+        /// `data.validation_split`: hold out this last fraction of the training set for validation (Keras).
+        public var validationSplit: Double
         /// `data.target`: what the model learns to output, the labels or (autoencoders) the input itself.
         public var target: Target
 
@@ -145,6 +147,8 @@ public struct TrainingConfig: Sendable {
     public var clipGradientNorm: Double
     /// Evaluation batch size per rank.
     public var evalBatchSize: Int
+    /// `training.early_stopping: {metric, patience, min_delta}`.
+    public var earlyStopping: EarlyStopping?
     /// Data-parallel behaviour (`distributed.*` except the two learning-rate keys below).
     public var distributed: DistributedOptions
     /// `distributed.scale_lr`: lr × global batch / `baseBatch` (Goyal et al. 2017).
@@ -214,6 +218,7 @@ public struct TrainingConfig: Sendable {
                     shardPolicy: try d.word("shard_policy", default: EpochPlan.Policy.dropLast),
                     augmentation: try Self.augmentation(d),
                     classes: try d.ints("classes", default: []) ?? [],
+                    validationSplit: try d.double("validation_split", default: 0, range: 0...0.99),
                     target: try d.word("target", default: Data.Target.label),
                     labelColumn: try d.string("label_column", default: "label"),
                     header: try d.bool("header", default: true),
@@ -302,6 +307,18 @@ public struct TrainingConfig: Sendable {
         let recurrent = layers.contains { ["rnn", "lstm", "gru"].contains($0.type) }
         clipGradientNorm = try t.double("clip_grad_norm", default: recurrent ? 1 : 0, range: 0...1e9)
         evalBatchSize = try t.int("eval_batch_size", default: 1000, range: 1...1_000_000)
+        if t.has("early_stopping") {
+            let e = try t.child("early_stopping")
+            earlyStopping = EarlyStopping(metric: try e.word("metric", default: EarlyStopping.Metric.validationLoss),
+                                          patience: try e.int("patience", default: 3, range: 1...10_000),
+                                          minimumDelta: try e.double("min_delta", default: 0, range: 0...1e6))
+            try e.rejectUnknownKeys()
+            if earlyStopping!.metric.rawValue.hasPrefix("validation") && data.validationSplit == 0 {
+                throw ConfigError("key 'training.early_stopping.metric': \(earlyStopping!.metric.rawValue) needs data.validation_split > 0")
+            }
+        } else {
+            earlyStopping = nil
+        }
         try t.rejectUnknownKeys()
 
         let x = try root.child("distributed")

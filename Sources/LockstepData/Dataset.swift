@@ -66,6 +66,15 @@ public struct Dataset: Sendable {
         return result
     }
 
+    /// The samples in `range`, in order.
+    public func range(_ range: Range<Int>) -> Dataset {
+        var result = Dataset(features: Array(features[(range.lowerBound * featureWidth)..<(range.upperBound * featureWidth)]),
+                             targets: Array(targets[(range.lowerBound * targetWidth)..<(range.upperBound * targetWidth)]),
+                             sampleShape: sampleShape, targetWidth: targetWidth, classCount: classCount)
+        result.vocabularySize = vocabularySize
+        return result
+    }
+
     /// The same samples with the features as targets (an autoencoder learns to reproduce its input).
     public func reconstructingInput() -> Dataset {
         Dataset(features: features, targets: features, sampleShape: sampleShape, targetWidth: featureWidth, classCount: nil)

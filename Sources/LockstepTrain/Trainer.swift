@@ -35,12 +35,25 @@ public struct EpochMetrics: Sendable {
     public var testAccuracy: Double?
     public var samplesPerSecond: Double
     public var seconds: Double
+    /// On the held-out validation set, when there is one.
+    public var validation: Evaluation?
 
     /// The line the CLI prints per epoch, e.g. `epoch 1 step 469: train loss 0.5 test loss 0.4 test accuracy 0.85 …`.
     public var line: String {
         let accuracy = testAccuracy.map { String(format: " test accuracy %.4f", $0) } ?? ""
-        return String(format: "epoch %d step %d: train loss %.4f test loss %.4f%@ %.0f samples/s %.1f s",
-                      epoch, step, trainLoss, testLoss, accuracy, samplesPerSecond, seconds)
+        let held = validation.map { String(format: " validation loss %.4f", $0.loss) + ($0.accuracy.map { String(format: " validation accuracy %.4f", $0) } ?? "") } ?? ""
+        return String(format: "epoch %d step %d: train loss %.4f%@ test loss %.4f%@ %.0f samples/s %.1f s",
+                      epoch, step, trainLoss, held, testLoss, accuracy, samplesPerSecond, seconds)
+    }
+
+    /// The value of `metric` this epoch, nil when it has none (no validation set, a loss without accuracy).
+    public func value(of metric: EarlyStopping.Metric) -> Double? {
+        switch metric {
+        case .validationLoss: validation?.loss
+        case .validationAccuracy: validation?.accuracy
+        case .testLoss: testLoss
+        case .testAccuracy: testAccuracy
+        }
     }
 }
 
@@ -86,6 +99,12 @@ public final class Trainer {
     public internal(set) var skippedSteps = 0
     /// Receives every step's phases, each layer's backward and each bucket's reduction (timings, Chrome trace).
     public var observer: StepObserver?
+    /// Whether early stopping ended the run (the monitored metric stopped improving).
+    public internal(set) var stoppedEarly = false
+    /// Early stopping's best value so far and the epoch it came from, and epochs since.
+    private var best: (value: Double, epoch: Int)?
+    private var epochsWithoutImprovement = 0
+
     /// Whether the run ended early because a rank received SIGINT/SIGTERM (every rank stopped at the same step).
     public internal(set) var stoppedOnRequest = false
     /// Epoch being trained (0-based).
@@ -141,7 +160,12 @@ public final class Trainer {
                 options: TrainingOptions = TrainingOptions(), communicator: Communicator,
                 log: @escaping (String) -> Void = { print($0) }) throws {
         self.model = model; self.loss = loss; self.optimizer = optimizer; self.schedule = schedule
-        self.data = data; self.options = options; self.communicator = communicator; self.log = log
+        self.data = data.holdingOut(fraction: options.validationFraction)
+        self.options = options; self.communicator = communicator; self.log = log
+        let data = self.data
+        guard (0..<1).contains(options.validationFraction), data.train.count > 0 else {
+            throw ConfigError("key 'data.validation_split': \(options.validationFraction) must be at least 0 and below 1, and leave training samples")
+        }
         guard model.inputWidth == data.train.featureWidth, data.test.featureWidth == data.train.featureWidth else {
             throw ConfigError("the model takes \(model.inputWidth) features per sample (\(model.inputShape)) but the data has \(data.train.featureWidth) (training) and \(data.test.featureWidth) (test)")
         }
@@ -338,14 +362,20 @@ public final class Trainer {
             let evaluation = try evaluate()
             let metrics = EpochMetrics(epoch: epoch + 1, step: step, trainLoss: sums[0] / max(sums[1], 1),
                                        testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
-                                       samplesPerSecond: sums[1] / max(seconds, 1e-9), seconds: seconds)
+                                       samplesPerSecond: sums[1] / max(seconds, 1e-9), seconds: seconds,
+                                       validation: try data.validation.map { try evaluate($0) })
             lastMetrics = metrics
             onEpoch(metrics)
             if reachedMaxSteps { break }
             endEpoch()
             epoch += 1
             epochPosition = 0
-            if checkpoints.enabled && checkpoints.everyEpoch { watchdog?.beat(step: step); try saveCheckpoint() }
+            let improved = try watchEarlyStopping(metrics)
+            if checkpoints.enabled && (checkpoints.everyEpoch || improved) { watchdog?.beat(step: step); try saveCheckpoint() }
+            if improved && checkpoints.enabled {
+                try communicator.rootActs("keep the best checkpoint") { try CheckpointStore(directory: checkpoints.directory!, keep: checkpoints.keep).markBest(step: step) }
+            }
+            if stoppedEarly { break }
         }
         watchdog?.beat(step: step)
         try checkParametersAgree()
@@ -450,6 +480,29 @@ public final class Trainer {
                        learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
     }
 
+    /// Records `metrics` for early stopping (identical on every rank: the metrics are reduced); returns whether the
+    /// watched metric improved, and sets `stoppedEarly` when it has not for `patience` epochs.
+    private func watchEarlyStopping(_ metrics: EpochMetrics) throws -> Bool {
+        guard let rule = options.earlyStopping else { return false }
+        guard let value = metrics.value(of: rule.metric) else {
+            throw ConfigError("key 'training.early_stopping.metric': \(rule.metric.rawValue) is not measured in this run (a validation metric needs data.validation_split, an accuracy a classification loss)")
+        }
+        let improvement = best.map { rule.metric.higherIsBetter ? value - $0.value : $0.value - value } ?? .infinity
+        if improvement > rule.minimumDelta {
+            best = (value, metrics.epoch)
+            epochsWithoutImprovement = 0
+            return true
+        }
+        epochsWithoutImprovement += 1
+        if epochsWithoutImprovement >= rule.patience {
+            stoppedEarly = true
+            if communicator.rank == 0, let best {
+                log("early stopping: \(rule.metric.rawValue) has not improved by more than \(rule.minimumDelta) for \(rule.patience) epochs; best \(best.value) at epoch \(best.epoch)" + (checkpoints.enabled ? " (best.safetensors)" : ""))
+            }
+        }
+        return false
+    }
+
     /// Starts the data of the current epoch at `epochPosition`.
     private func beginEpoch() {
         let plan = Trainer.epochPlan(options, samples: data.train.count, worldSize: communicator.size, epoch: epoch)
@@ -479,16 +532,19 @@ public final class Trainer {
     }
 
     /// Evaluates the test set sharded over ranks; loss and accuracy are exact sums over all samples. Collective.
-    public func evaluate() throws -> Evaluation {
+    public func evaluate() throws -> Evaluation { try evaluate(data.test) }
+
+    /// Evaluates `dataset` (same sample shape as the test set) sharded over ranks. Collective.
+    public func evaluate(_ dataset: Dataset) throws -> Evaluation {
         let world = communicator.size, rank = communicator.rank
-        let n = data.test.count
+        let n = dataset.count
         let begin = n * rank / world, end = n * (rank + 1) / world
         let width = model.outputWidth
         var sums = [0.0, 0.0, 0.0]  // loss sum, correct, count
         var position = begin
         while position < end {
             let count = min(options.evaluationBatchSize, end - position)
-            data.test.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
+            dataset.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
             let output = model.forward(evaluationFeatures.pointer, batch: count, context: LayerContext(training: false))
             sums[0] += Double(loss.forward(output: output, targets: evaluationTargets.pointer, batch: count, width: width)) * Double(count)
             sums[1] += loss.correctCount(output: output, targets: evaluationTargets.pointer, batch: count, width: width) ?? 0

@@ -7,9 +7,42 @@ public struct TrainingData: Sendable {
     public var train: Dataset
     /// Evaluated after every epoch, sharded over ranks, metrics reduced exactly.
     public var test: Dataset
+    /// Held out from training and evaluated after every epoch (early stopping watches it), if any.
+    public var validation: Dataset?
 
-    /// Pairs a training and a test set with the same sample and target shapes.
-    public init(train: Dataset, test: Dataset) { self.train = train; self.test = test }
+    /// Pairs a training and a test set (and optionally a validation set) with the same sample and target shapes.
+    public init(train: Dataset, test: Dataset, validation: Dataset? = nil) {
+        self.train = train; self.test = test; self.validation = validation
+    }
+
+    /// Keras' `validation_split`: the last `fraction` of the training samples (before any shuffling) become the
+    /// validation set, the rest stays training data.
+    public func holdingOut(fraction: Double) -> TrainingData {
+        guard fraction > 0 else { return self }
+        let held = Int((Double(train.count) * fraction).rounded())
+        return TrainingData(train: train.range(0..<(train.count - held)), test: test, validation: train.range((train.count - held)..<train.count))
+    }
+}
+
+/// Stop training once a monitored metric stops improving, keeping the best checkpoint (Keras' EarlyStopping).
+public struct EarlyStopping: Sendable {
+    /// The metrics early stopping can watch.
+    public enum Metric: String, Sendable, CaseIterable {
+        case validationLoss = "validation_loss", validationAccuracy = "validation_accuracy", testLoss = "test_loss", testAccuracy = "test_accuracy"
+        /// Whether larger values are better.
+        public var higherIsBetter: Bool { self == .validationAccuracy || self == .testAccuracy }
+    }
+    /// What to watch.
+    public var metric = Metric.validationLoss
+    /// Epochs without an improvement of at least `minimumDelta` before training stops.
+    public var patience = 3
+    /// The least change that counts as an improvement.
+    public var minimumDelta = 0.0
+
+    /// Watches `metric` with `patience` and `minimumDelta`.
+    public init(metric: Metric = .validationLoss, patience: Int = 3, minimumDelta: Double = 0) {
+        self.metric = metric; self.patience = patience; self.minimumDelta = minimumDelta
+    }
 }
 
 /// How a `Trainer` runs, apart from the model, loss, optimizer, schedule and data it is given.
@@ -48,6 +81,10 @@ public struct TrainingOptions: Sendable {
     /// Transfer learning: a checkpoint whose tensors initialize every parameter and buffer with the same name and
     /// shape (rank 0 reads it and reports what it loaded and skipped); a resumed checkpoint takes precedence.
     public var initializeFrom: String?
+    /// Keras' `validation_split`: hold out this fraction of the training set as validation data (0 = none).
+    public var validationFraction = 0.0
+    /// Stop when a metric stops improving; the best epoch's checkpoint is kept as `best.safetensors`.
+    public var earlyStopping: EarlyStopping?
     /// Deliberate faults, for tests of the engine itself.
     public var faults = FaultInjection()
     /// Text every rank must agree on and every checkpoint records: the YAML front end puts the resolved config here.

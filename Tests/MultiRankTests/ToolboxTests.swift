@@ -148,6 +148,33 @@ extension ToolboxTests {
     }
 }
 
+extension ToolboxTests {
+    /// Keras habits: validation_split holds out the end of the training set and reports it each epoch; early stopping
+    /// ends the run once validation loss stops improving and keeps the best epoch's checkpoint as best.safetensors.
+    func testValidationSplitAndEarlyStopping() throws {
+        let checkpoints = directory + "/checkpoints", metrics = directory + "/metrics.jsonl"
+        let run = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=4096",
+                                            "--set", "data.validation_split=0.25", "--set", "training.epochs=40",
+                                            "--set", "training.early_stopping.patience=2", "--set", "training.early_stopping.min_delta=0.002",
+                                            "--set", "optimizer.lr=0.1", "--set", "schedule.type=constant", "--set", "schedule.warmup_epochs=0",
+                                            "--set", "checkpoint.every_epoch=false", "--checkpoint-dir", checkpoints, "--metrics", metrics])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("3072 training samples"), "a quarter of 4096 held out: \(run.stdout)")
+        let stop = try XCTUnwrap(run.stdout.split(separator: "\n").first { $0.hasPrefix("early stopping: validation_loss") }, run.stdout)
+        let bestEpoch = try XCTUnwrap(Int(stop.split(separator: " ").last { Int($0) != nil } ?? ""), String(stop))
+        let epochs = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n").filter { $0.contains("\"event\":\"epoch\"") }
+        XCTAssertLessThan(epochs.count, 40, "early stopping must end the run before its 40 epochs")
+        XCTAssertEqual(epochs.count, bestEpoch + 2, "patience 2: two epochs without improvement after the best")
+        XCTAssertTrue(epochs.allSatisfy { $0.contains("\"validation_loss\":") && $0.contains("\"validation_accuracy\":") })
+        let inspection = try MPIRun.run(ranks: 0, ["checkpoint", "inspect", checkpoints + "/best.safetensors"])
+        XCTAssertTrue(inspection.stdout.contains("checksum: OK"), inspection.stdout)
+        XCTAssertTrue(inspection.stdout.contains("step: \(bestEpoch * 24)"), "best.safetensors is epoch \(bestEpoch) (24 steps each): \(inspection.stdout)")
+        let bad = try MPIRun.run(ranks: 0, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "training.early_stopping.patience=2"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("key 'training.early_stopping.metric': validation_loss needs data.validation_split"), bad.stderr)
+    }
+}
+
 /// A tiny seeded generator so the generated corpus is the same on every run.
 private struct SplitMix {
     var state: UInt64
