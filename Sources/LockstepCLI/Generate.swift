@@ -90,6 +90,58 @@ public final class TextGenerator {
 }
 
 extension Session {
+    /// The checkpoint at `checkpointPath` (a file or directory) and the config it was trained with (from its
+    /// metadata), or the one at `configPath` when given.
+    static func checkpointConfig(_ checkpointPath: String, configPath: String?, overrides: [String]) throws -> (TrainingConfig, SafeTensorsFile) {
+        let search = try CheckpointStore(directory: ".", keep: 1).resolve(resume: checkpointPath)
+        guard let file = search.file else { throw ConfigError("--checkpoint \(checkpointPath): no checkpoint found") }
+        if let configPath { return (try TrainingConfig.load(file: configPath, overrides: overrides), file) }
+        guard let text = file.metadata[CheckpointMetadataKey.config] else {
+            throw ConfigError("--checkpoint \(checkpointPath): has no config in its metadata; pass --config")
+        }
+        return (try TrainingConfig.parse(yaml: text, source: checkpointPath, overrides: overrides), file)
+    }
+
+    /// `lockstep predict`: the model of a checkpoint on the samples of `inputPath` (IDX images, a PGM image or CSV
+    /// rows), normalized as in training; prints class probabilities (softmax, or sigmoid for BCE; raw outputs for
+    /// regression) as CSV or JSON lines on rank 0.
+    public func predict(checkpointPath: String, configPath: String?, overrides: [String], inputPath: String, jsonLines: Bool) throws {
+        let (config, _) = try Self.checkpointConfig(checkpointPath, configPath: configPath, overrides: overrides)
+        let (train, test, statistics) = try DatasetLoader.loadWithStatistics(config.data, seed: config.seed)
+        let trainer = try config.makeTrainer(communicator: communicator, checkpoints: CheckpointSettings(resume: checkpointPath),
+                                             data: TrainingData(train: train, test: test), log: { _ in })
+        let input = try PredictionInput.load(inputPath)
+        guard input.count > 0, input.features.count / input.count == trainer.model.inputWidth else {
+            throw ConfigError("\(inputPath): samples of shape \(input.sampleShape) (\(input.features.count / max(input.count, 1)) values) do not fit the model, which takes \(trainer.model.inputShape)")
+        }
+        var samples = Dataset(features: input.features, targets: [Float](repeating: 0, count: input.count), sampleShape: train.sampleShape)
+        if let statistics { samples.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations) }
+        var scores = samples.features.withUnsafeBufferPointer { trainer.predict($0.baseAddress!, count: input.count) }
+        let width = trainer.model.outputWidth
+        scores.withUnsafeMutableBufferPointer { buffer in
+            for row in 0..<input.count {
+                let values = buffer.baseAddress! + row * width
+                switch config.loss {
+                case .crossEntropy: Kernels.softmax(values, into: values, count: width)
+                case .bceWithLogits: for i in 0..<width { values[i] = 1 / (1 + exp(-values[i])) }
+                case .mse, .hinge, .sequenceCrossEntropy: break
+                }
+            }
+        }
+        guard isLeader else { return }
+        let name = config.loss == .crossEntropy || config.loss == .bceWithLogits ? "p" : "y"
+        if !jsonLines { print((["sample"] + (0..<width).map { "\(name)\($0)" }).joined(separator: ",")) }
+        for row in 0..<input.count {
+            let values = scores[(row * width)..<((row + 1) * width)].map { String(format: "%.6g", $0) }
+            if jsonLines {
+                let best = (0..<width).max { scores[row * width + $0] < scores[row * width + $1] } ?? 0
+                print("{\"sample\":\(row),\"prediction\":\(best),\"\(name == "p" ? "probabilities" : "outputs")\":[\(values.joined(separator: ","))]}")
+            } else {
+                print(([String(row)] + values).joined(separator: ","))
+            }
+        }
+    }
+
     /// `lockstep generate`: loads a checkpoint (its own config) or raw float32 parameters with a config, and prints
     /// prompt + sampled continuation (rank 0).
     public func generate(configPath: String?, overrides: [String], parametersPath: String?, checkpointPath: String?,
@@ -99,16 +151,8 @@ extension Session {
         let parametersPath = parametersPath ?? checkpointPath ?? ""
         if let checkpointPath {
             // The checkpoint carries its resolved config and the parameters in layout order.
-            let search = try CheckpointStore(directory: ".", keep: 1).resolve(resume: checkpointPath)
-            guard let file = search.file else { throw ConfigError("--checkpoint \(checkpointPath): no checkpoint found") }
-            if let configPath {
-                config = try TrainingConfig.load(file: configPath, overrides: overrides)
-            } else {
-                guard let text = file.metadata[CheckpointMetadataKey.config] else {
-                    throw ConfigError("--checkpoint \(checkpointPath): has no config in its metadata; pass --config")
-                }
-                config = try TrainingConfig.parse(yaml: text, source: checkpointPath, overrides: overrides)
-            }
+            let file: SafeTensorsFile
+            (config, file) = try Self.checkpointConfig(checkpointPath, configPath: configPath, overrides: overrides)
             var bytes = Data()
             for tensor in file.tensors where tensor.name.hasPrefix("layers.") && !tensor.name.hasSuffix("running_mean") && !tensor.name.hasSuffix("running_var") {
                 tensor.floats.withUnsafeBytes { bytes.append(contentsOf: $0) }

@@ -6,6 +6,14 @@ import LockstepTrain
 public enum DatasetLoader {
     /// Both splits, subset as configured; errors name the file and what is wrong.
     public static func load(_ data: TrainingConfig.Data, seed: UInt64) throws -> (train: Dataset, test: Dataset) {
+        let loaded = try loadWithStatistics(data, seed: seed)
+        return (loaded.train, loaded.test)
+    }
+
+    /// Both splits and the per-channel statistics they were normalized with (nil where features stay as read), so
+    /// new samples (`lockstep predict`) can be normalized the same way.
+    public static func loadWithStatistics(_ data: TrainingConfig.Data, seed: UInt64)
+        throws -> (train: Dataset, test: Dataset, statistics: (means: [Float], standardDeviations: [Float])?) {
         var train: Dataset, test: Dataset
         switch data.dataset {
         case .fashionMNIST, .mnist:
@@ -43,15 +51,17 @@ public enum DatasetLoader {
         }
         train = train.subset(first: data.trainSubset)
         test = test.subset(first: data.testSubset)
+        var normalization: (means: [Float], standardDeviations: [Float])?
         // Synthetic regression targets are already unit scale; token ids must stay integers.
         if ![.linearSynthetic, .separableSynthetic, .text, .sequenceSynthetic, .labeledText].contains(data.dataset) {
             // Statistics of the (subset) training set, applied to both splits, as torchvision's Normalize does.
             let statistics = train.channelStatistics()
             train.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
             test.normalize(channelMeans: statistics.means, channelStandardDeviations: statistics.standardDeviations)
+            normalization = statistics
         }
         if data.target == .input { (train, test) = (train.reconstructingInput(), test.reconstructingInput()) }
-        return (train, test)
+        return (train, test, normalization)
     }
 
     /// Points x ~ N(0,1) labelled 1 where x·w* + b* > 0 (the weights of `syntheticTruth`): separable by a hyperplane,

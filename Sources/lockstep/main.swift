@@ -11,7 +11,7 @@ import LockstepTrain
 struct Lockstep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Data-parallel neural-network training over MPI, one replica per rank.",
-        subcommands: [Train.self, Evaluate.self, Generate.self, CheckpointCommand.self, Plot.self, SelfTest.self, BenchCommand.self])
+        subcommands: [Train.self, Evaluate.self, Predict.self, Generate.self, CheckpointCommand.self, Plot.self, SelfTest.self, BenchCommand.self])
 }
 
 struct Train: ParsableCommand {
@@ -75,6 +75,32 @@ struct Evaluate: ParsableCommand {
         try Session.run { session in
             try session.evaluate(configPath: config, overrides: overrides, parametersPath: parameters, checkpointPath: checkpoint,
                                  metricsPath: metrics)
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Class probabilities of a checkpoint's model for new samples (IDX images, a PGM image or CSV rows).")
+
+    @Option(name: .long, help: "A Lockstep checkpoint (.safetensors file or checkpoint directory).")
+    var checkpoint: String
+
+    @Option(name: .long, help: "Samples: an IDX image file (*-idx3-ubyte[.gz]), a .pgm image or a .csv of feature rows.")
+    var input: String
+
+    @Option(name: .long, help: "YAML config (default: the one stored in the checkpoint).")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: "Override a config key (repeatable).")
+    var overrides: [String] = []
+
+    @Flag(name: .long, help: "One JSON object per sample instead of CSV.")
+    var jsonl = false
+
+    func run() throws {
+        try Session.run { session in
+            try session.predict(checkpointPath: checkpoint, configPath: config, overrides: overrides, inputPath: input, jsonLines: jsonl)
         }
     }
 }

@@ -175,6 +175,39 @@ extension ToolboxTests {
     }
 }
 
+extension ToolboxTests {
+    /// `predict` runs a checkpoint's model (its own config from the metadata) on a PGM image, an IDX image file and
+    /// CSV rows, printing probabilities; an input of the wrong shape is an error naming the file and both shapes.
+    func testPredictOnImagesAndCSV() throws {
+        let checkpoints = directory + "/checkpoints"
+        let train = try MPIRun.run(ranks: 2, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "training.epochs=1",
+                                              "--set", "data.train_subset=2048", "--checkpoint-dir", checkpoints])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let pgm = directory + "/sample.pgm"
+        var image = Data("P5\n# a gradient\n28 28\n255\n".utf8)
+        image.append(contentsOf: (0..<784).map { UInt8($0 % 256) })
+        try image.write(to: URL(fileURLWithPath: pgm))
+        let one = try MPIRun.run(ranks: 0, ["predict", "--checkpoint", checkpoints, "--input", pgm])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let lines = one.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.first, "sample,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9")
+        let probabilities = try XCTUnwrap(lines.dropFirst().first).split(separator: ",").dropFirst().compactMap { Double($0) }
+        XCTAssertEqual(probabilities.count, 10)
+        XCTAssertEqual(probabilities.reduce(0, +), 1, accuracy: 1e-4)
+
+        let many = try MPIRun.run(ranks: 0, ["predict", "--checkpoint", checkpoints, "--jsonl",
+                                             "--input", "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"])
+        XCTAssertEqual(many.status, 0, many.stderr)
+        XCTAssertEqual(many.stdout.split(separator: "\n").filter { $0.hasPrefix("{\"sample\":") }.count, 10000)
+
+        let csv = directory + "/rows.csv"
+        try "a,b,c\n1,2,3\n4,5,6\n".write(toFile: csv, atomically: true, encoding: .utf8)
+        let wrong = try MPIRun.run(ranks: 0, ["predict", "--checkpoint", checkpoints, "--input", csv])
+        XCTAssertNotEqual(wrong.status, 0)
+        XCTAssertTrue(wrong.stderr.contains("\(csv): samples of shape [3]") && wrong.stderr.contains("[1, 28, 28]"), wrong.stderr)
+    }
+}
+
 /// A tiny seeded generator so the generated corpus is the same on every run.
 private struct SplitMix {
     var state: UInt64
