@@ -395,50 +395,61 @@ public final class Trainer {
         guard let (plan, left) = current, left > 0 else { return nil }
         let microBatches = min(options.accumulationSteps, left)
         current!.microBatchesLeft -= microBatches
-        let rank = communicator.rank, world = communicator.size
+        if options.faults.hangStep == step && options.faults.hangRank == communicator.rank { Thread.sleep(forTimeInterval: 3600) }
+        var mine = StepControl(step: step, cursor: Int64(epoch) << 40 | Int64(epochPosition))
         let stepRNG = RNG(seed: options.seed).split(2).split(UInt64(step))
-        let faults = options.faults
-        if faults.hangStep == step && faults.hangRank == rank { Thread.sleep(forTimeInterval: 3600) }
-        var localControl = StepControl(step: step, cursor: Int64(epoch) << 40 | Int64(epochPosition))
         var lossSum = 0.0, samples = 0
         observer?.beginStep()
         model.zeroGradients()
         reducer.beginStep(microBatches: microBatches)
         for micro in 0..<microBatches {
-            guard let batch = loader.next() else {
-                throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) position \(epochPosition)")
-            }
-            epochPosition = min(epochPosition + plan.globalBatch(perRankBatch: options.batchSize), plan.count)
-            observer?.lap(.data)
-            // Dropout keys by global micro-batch position, so W ranks × b and 1 rank × W micro-batches match.
-            let context = LayerContext(training: true, rng: stepRNG.split(UInt64(micro * world + rank)))
-            let output = model.forward(batch.features, batch: batch.sampleCount, context: context)
-            lossSum += Double(loss.forward(output: output, targets: batch.targets, batch: batch.sampleCount, width: model.outputWidth))
-                * Double(batch.sampleCount)
-            samples += batch.sampleCount
-            observer?.lap(.forward)
-            try backward(output: output, batch: batch, poisoned: faults.nanStep == step && faults.nanRank == rank && reducer.isLastMicroBatch)
-            observer?.lap(.backward)
+            let (microLoss, count) = try trainMicroBatch(micro, plan: plan, rng: stepRNG)
+            lossSum += microLoss; samples += count
         }
         try reducer.finish()
         observer?.lap(.allreduceWait)
         if let hookError { throw hookError }
-        localControl.lossNonFinite = !lossSum.isFinite
-        localControl.gradientsNonFinite = !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
-        localControl.stopRequested = stopRequested != 0
-        let decision = try control.reduce(localControl, rank: rank, communicator: communicator)
+        mine.lossNonFinite = !lossSum.isFinite
+        mine.gradientsNonFinite = !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+        mine.stopRequested = stopRequested != 0
+        let decision = try control.reduce(mine, rank: communicator.rank, communicator: communicator)
         try apply(decision)
         observer?.lap(.optimizer)
         observer?.endStep()
+        try endStep(lossSum: lossSum, samples: samples, stopRequested: decision.stopRequested)
+        return Float(lossSum / Double(max(samples, 1)))
+    }
+
+    /// Forward and backward of micro-batch `micro` of this step; returns its loss sum and sample count.
+    private func trainMicroBatch(_ micro: Int, plan: EpochPlan, rng stepRNG: RNG) throws -> (Double, Int) {
+        let rank = communicator.rank
+        guard let batch = loader.next() else {
+            throw CollectiveError("rank \(rank): the data loader ended early at epoch \(epoch) position \(epochPosition)")
+        }
+        epochPosition = min(epochPosition + plan.globalBatch(perRankBatch: options.batchSize), plan.count)
+        observer?.lap(.data)
+        // Dropout keys by global micro-batch position, so W ranks × b and 1 rank × W micro-batches match.
+        let context = LayerContext(training: true, rng: stepRNG.split(UInt64(micro * communicator.size + rank)))
+        let output = model.forward(batch.features, batch: batch.sampleCount, context: context)
+        let lossSum = Double(loss.forward(output: output, targets: batch.targets, batch: batch.sampleCount, width: model.outputWidth))
+            * Double(batch.sampleCount)
+        observer?.lap(.forward)
+        let faults = options.faults
+        try backward(output: output, batch: batch, poisoned: faults.nanStep == step && faults.nanRank == rank && reducer.isLastMicroBatch)
+        observer?.lap(.backward)
+        return (lossSum, batch.sampleCount)
+    }
+
+    /// Counts the step, checks the replicas agree every `checkEvery` steps, and stops every rank on a stop request.
+    private func endStep(lossSum: Double, samples: Int, stopRequested: Bool) throws {
         step += 1
         epochLoss += lossSum; epochSamples += samples
-        if faults.stepDelayMilliseconds > 0 { usleep(UInt32(faults.stepDelayMilliseconds * 1000)) }
+        if options.faults.stepDelayMilliseconds > 0 { usleep(UInt32(options.faults.stepDelayMilliseconds * 1000)) }
         if options.distributed.checkEvery > 0 && step % options.distributed.checkEvery == 0 { try checkParametersAgree() }
-        if decision.stopRequested {
-            if rank == 0 { log("stop requested: every rank stops at step \(step)") }
+        if stopRequested {
+            if communicator.rank == 0 { log("stop requested: every rank stops at step \(step)") }
             stoppedOnRequest = true
         }
-        return Float(lossSum / Double(max(samples, 1)))
     }
 
     /// Backward of one micro-batch; the reducer starts averaging buckets as their layers finish. `poisoned` puts a

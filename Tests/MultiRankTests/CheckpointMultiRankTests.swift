@@ -2,16 +2,7 @@ import Foundation
 import XCTest
 
 /// Checkpoints, resume, kills, corruption, full disks and the watchdog, on the real binary under mpirun.
-final class CheckpointMultiRankTests: XCTestCase {
-    private var directory = ""
-
-    override func setUp() {
-        directory = MPIRun.temporaryPath("checkpoints")
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
-
+final class CheckpointMultiRankTests: ScratchDirectoryTestCase {
     /// 3 epochs of 64 steps on 2 ranks (32 on 4, 128 on 1), a checkpoint every 10 steps.
     private func arguments(delay: Int = 0) -> [String] {
         ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192", "--set", "data.test_subset=1000",

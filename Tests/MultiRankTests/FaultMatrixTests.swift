@@ -3,16 +3,7 @@ import XCTest
 
 /// The rest of the fault matrix on one node: a hung single process, graceful stops through the launchers, load,
 /// a data directory that vanishes, a disk that fills between checkpoints, two jobs on one checkpoint directory.
-final class FaultMatrixTests: XCTestCase {
-    private var directory = ""
-
-    override func setUp() {
-        directory = MPIRun.temporaryPath("faults")
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
-
+final class FaultMatrixTests: ScratchDirectoryTestCase {
     private func arguments(steps: Int = 200, delay: Int = 0) -> [String] {
         ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192", "--set", "data.test_subset=1000",
          "--set", "training.epochs=10", "--set", "training.max_steps=\(steps)", "--set", "checkpoint.every_steps=10",

@@ -141,3 +141,16 @@ enum MPIRun {
         FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-\(UUID().uuidString)-\(name)").path
     }
 }
+
+/// A test case with a fresh temporary `directory` per test, removed afterwards.
+class ScratchDirectoryTestCase: XCTestCase {
+    /// Created empty before each test.
+    var directory = ""
+
+    override func setUp() {
+        directory = MPIRun.temporaryPath("\(type(of: self))")
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
+}

@@ -2,17 +2,9 @@ import Foundation
 import XCTest
 
 /// The classic toolbox through the real binary under mpirun: augmentation that every world size sees alike, the
-/// classification report of `eval`, learning curves from `plot`, and IMDB-style text classification.
-final class ToolboxTests: XCTestCase {
-    private var directory = ""
-
-    override func setUp() {
-        directory = MPIRun.temporaryPath("toolbox")
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() { try? FileManager.default.removeItem(atPath: directory) }
-
+/// classification report of `eval`, learning curves from `plot`, text classification, transfer learning, a perceptron
+/// and an autoencoder, Keras-style validation and early stopping, and `predict`.
+final class ToolboxTests: ScratchDirectoryTestCase {
     private let subset = ["--set", "data.train_subset=8192", "--set", "data.test_subset=1000", "--set", "training.epochs=10",
                           "--set", "distributed.check_every=10"]
 
