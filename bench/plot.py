@@ -51,7 +51,14 @@ def scaling_rows(train):
                             samples_per_second=item["samples_per_second"], speedup=speedup, efficiency=speedup / n,
                             comm_fraction=item["allreduce_wait_fraction"], step_ms=item["step_seconds_median"] * 1e3,
                             gflops=item.get("achieved_gflops_per_rank", float("nan")),
-                            sgemm=item.get("sgemm_gflops_per_rank", float("nan"))))
+                            sgemm=item.get("sgemm_gflops_per_rank", float("nan")),
+                            # The limit at the model's own GEMM shapes, measured in the same run on every rank at once;
+                            # %-of-limit = FLOPs per sample × samples/s ÷ (ranks × that per-rank rate).
+                            sgemm_model=item.get("sgemm_model_shapes_gflops_per_rank", float("nan")),
+                            limit_fraction=(item["flops_per_sample_forward"] + item["flops_per_sample_backward"])
+                            * item["samples_per_second"] / 1e9 / (n * item.get("sgemm_model_shapes_gflops_per_rank", float("nan"))),
+                            cpu=item.get("cpu_model", "?"), core=item.get("openblas_core", "?"),
+                            blas_threads=item.get("blas_threads", "?")))
         rows[key] = out
     return rows
 
@@ -173,11 +180,13 @@ def main():
            "More ranks than cores are oversubscribed and cannot scale.", ""]
     for (config, mode), items in rows.items():
         md += [f"## {config}, {mode} scaling", "",
-               "| ranks | per-rank batch | global batch | samples/s | speedup | efficiency | comm | step ms | GFLOP/s per rank (sgemm) |",
-               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| ranks | per-rank batch | global batch | samples/s | speedup | efficiency | comm | step ms | GFLOP/s per rank (sgemm 512³) "
+               "| sgemm at model shapes per rank | % of limit | BLAS threads | OpenBLAS core | CPU |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in items:
             md.append(f"| {r['ranks']} | {r['per_rank_batch']} | {r['global_batch']} | {r['samples_per_second']:.0f} | {r['speedup']:.2f} | "
-                      f"{r['efficiency'] * 100:.0f}% | {r['comm_fraction'] * 100:.1f}% | {r['step_ms']:.2f} | {r['gflops']:.1f} ({r['sgemm']:.0f}) |")
+                      f"{r['efficiency'] * 100:.0f}% | {r['comm_fraction'] * 100:.1f}% | {r['step_ms']:.2f} | {r['gflops']:.1f} ({r['sgemm']:.0f}) | "
+                      f"{r['sgemm_model']:.1f} | {r['limit_fraction'] * 100:.0f}% | {r['blas_threads']} | {r['core']} | {r['cpu']} |")
         md.append("")
     if allreduce:
         md += ["## Allreduce", "", "Median over trials of the slowest rank; busbw = 2(n−1)/n × bytes / time.", ""]

@@ -53,7 +53,12 @@ def load_fashion(directory):
 
 
 def make_model(name):
-    """fashion-mlp (784-256-128-10) or fashion-cnn (two 5x5 convs + pools, FC 1024, FC 10), as in configs/."""
+    """fashion-mlp (784-256-128-10), fashion-cnn (two 5x5 convs + pools, FC 1024, FC 10) or fashion-cnn-bn, as in configs/."""
+    if name == "cnn-bn":
+        # configs/fashion-cnn-bn.yaml: BatchNorm after each convolution (no conv bias), dropout 0.3 before the last layer.
+        return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 5, padding=2, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Dropout(0.3), nn.Linear(1024, 10))
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
     return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -62,7 +67,8 @@ def make_model(name):
 
 
 # Optimizer settings of configs/fashion-mlp.yaml and configs/fashion-cnn.yaml.
-OPTIMIZER = {"mlp": dict(lr=0.05, momentum=0.9, weight_decay=1e-4), "cnn": dict(lr=0.03, momentum=0.9, weight_decay=5e-4)}
+OPTIMIZER = {"mlp": dict(lr=0.05, momentum=0.9, weight_decay=1e-4), "cnn": dict(lr=0.03, momentum=0.9, weight_decay=5e-4),
+             "cnn-bn": dict(lr=0.05, momentum=0.9, weight_decay=5e-4)}
 
 
 def train(rank, world, args, port, queue):
@@ -126,7 +132,7 @@ def free_port():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--model", choices=["mlp", "cnn", "cnn-bn"], default="mlp")
     parser.add_argument("--batch", type=int, default=64, help="per-process batch")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)

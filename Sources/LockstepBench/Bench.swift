@@ -74,8 +74,9 @@ public enum Bench {
     }
 
     /// Forward then backward of `model` on `batch` samples at `input`, each layer timed on its own (medians of
-    /// `trials` passes after two warm-up passes). Runs the layers as `Sequential` does (layer 0 gets no input
-    /// gradient) with its own activation buffers; adds into the model's gradients, so use it after training.
+    /// `trials` passes after two warm-up passes). Runs the layers as `Sequential` does (no input gradient at or
+    /// below the first layer with parameters, no backward below it) with its own activation buffers; adds into the
+    /// model's gradients, so use it after training.
     public static func layerTimes(model: Sequential, input: UnsafePointer<Float>, batch: Int, trials: Int) -> [LayerTime] {
         model.plan(batchSize: batch)
         let layers = model.layers
@@ -97,9 +98,10 @@ public enum Bench {
             for index in stride(from: layers.count - 1, through: 0, by: -1) {
                 let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
                 let dy = index == layers.count - 1 ? UnsafePointer(outputGradient.pointer) : UnsafePointer(inputGradients[index + 1].pointer)
+                guard index >= model.firstLayerWithParameters else { if pass >= 2 { backward[index].append(0) }; continue }
                 let start = DispatchTime.now().uptimeNanoseconds
                 layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                       inputGradient: index == 0 ? nil : inputGradients[index].pointer, batch: batch)
+                                       inputGradient: index > model.firstLayerWithParameters ? inputGradients[index].pointer : nil, batch: batch)
                 if pass >= 2 { backward[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
             }
         }
@@ -107,6 +109,61 @@ public enum Bench {
             LayerTime(index: $0, kind: layers[$0].kind, outputShape: model.shapes[$0],
                       forwardSeconds: Statistics.median(forward[$0]), backwardSeconds: Statistics.median(backward[$0]))
         }
+    }
+
+    /// One `cblas_sgemm` call a layer makes per step, `repeats` times (Conv2D: once per sample).
+    public struct GemmShape: Sendable, Equatable {
+        public var transposeA: Bool, transposeB: Bool
+        public var m: Int, n: Int, k: Int
+        public var repeats: Int
+        public var flops: Double { 2 * Double(m) * Double(n) * Double(k) * Double(repeats) }
+    }
+
+    /// The GEMMs of one training step of `model`'s Linear and Conv2D layers at `batch`, with the shapes and
+    /// transposes the layers call: forward, weight gradient, and the input gradient above the first layer with
+    /// parameters. Their FLOPs are `FlopCount(model:)` times `batch`.
+    public static func gemmShapes(model: Sequential, batch: Int) -> [GemmShape] {
+        var shapes: [GemmShape] = []
+        for (index, layer) in model.layers.enumerated() {
+            let output = model.shapes[index]
+            let inputGradient = index > model.firstLayerWithParameters
+            if let linear = layer as? Linear {
+                let rows = batch * (output.count > 1 ? output.dropLast().reduce(1, *) : 1)
+                let (i, o) = (linear.inputDimensions, linear.outputDimensions)
+                shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))
+                shapes.append(GemmShape(transposeA: true, transposeB: false, m: o, n: i, k: rows, repeats: 1))
+                if inputGradient { shapes.append(GemmShape(transposeA: false, transposeB: false, m: rows, n: i, k: o, repeats: 1)) }
+            } else if let conv = layer as? Conv2D, output.count == 3 {
+                let pixels = output[1] * output[2], patch = conv.inputChannels * conv.kernelSize.height * conv.kernelSize.width
+                shapes.append(GemmShape(transposeA: false, transposeB: false, m: conv.outputChannels, n: pixels, k: patch, repeats: batch))
+                shapes.append(GemmShape(transposeA: false, transposeB: true, m: patch, n: conv.outputChannels, k: pixels, repeats: batch))
+                if inputGradient {
+                    shapes.append(GemmShape(transposeA: true, transposeB: false, m: patch, n: pixels, k: conv.outputChannels, repeats: batch))
+                }
+            }
+        }
+        return shapes
+    }
+
+    /// sgemm rate in GFLOP/s over `shapes` called back to back (the median time of the whole set): the BLAS limit
+    /// of a model step, as opposed to the square `sgemmRate`. Operands are reused across repeats, so this is the
+    /// rate with each operand warm in cache, as the layers' per-sample buffers are.
+    public static func sgemmRate(shapes: [GemmShape], trials: Int) -> Double {
+        guard !shapes.isEmpty else { return 0 }
+        let largest = shapes.map { max($0.m * $0.k, $0.k * $0.n, $0.m * $0.n) }.max()!
+        let a = FloatBuffer(count: largest), b = FloatBuffer(count: largest), c = FloatBuffer(count: largest)
+        var rng = RNG(seed: 3)
+        for i in 0..<largest { a.pointer[i] = rng.uniform(-1, 1); b.pointer[i] = rng.uniform(-1, 1) }
+        let seconds = time(trials: trials) {
+            for shape in shapes {
+                let lda = shape.transposeA ? shape.m : shape.k, ldb = shape.transposeB ? shape.k : shape.n
+                for _ in 0..<shape.repeats {
+                    BLAS.gemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
+                              a: a.pointer, lda: lda, b: b.pointer, ldb: ldb, c: c.pointer, ldc: shape.n)
+                }
+            }
+        }
+        return shapes.reduce(0) { $0 + $1.flops } / seconds / 1e9
     }
 
     /// Square sgemm rate in GFLOP/s at size n (the machine's reference rate).

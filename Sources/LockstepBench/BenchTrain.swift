@@ -50,12 +50,17 @@ extension Session {
         // sgemm rate now, on every rank at once with the same BLAS threads as training: the attainable rate per rank.
         try communicator.barrier()
         let sgemm = Bench.sgemmRate(size: 512, trials: 10) * 1e9
+        // The limit this model can reach: sgemm at its own GEMM shapes (what the %-of-limit figures divide by).
+        let gemmShapes = Bench.gemmShapes(model: trainer.model, batch: trainer.perRankBatch)
+        let gemmFlops = gemmShapes.reduce(0) { $0 + $1.flops }
+        try communicator.barrier()
+        let modelSgemm = Bench.sgemmRate(shapes: gemmShapes, trials: gemmFlops < 1e9 ? 30 : 5) * 1e9
 
         let phases = StepTimings.Phase.allCases
         let phaseMedians = phases.map { timings.median($0) }
         let stepMedian = timings.medianTotal()
         // Per-rank view: gather each rank's phase medians, step median and sgemm rate.
-        let mine = phaseMedians + [stepMedian, sgemm]
+        let mine = phaseMedians + [stepMedian, sgemm, modelSgemm]
         let gathered = try communicator.allgather(mine)
         guard isLeader else { return }
 
@@ -69,12 +74,16 @@ extension Session {
         let buckets = trainer.gradientBuckets
         let perRank = (0..<world).map { rank -> [String: Any] in
             let row = Array(gathered[(rank * mine.count)..<((rank + 1) * mine.count)])
-            var entry: [String: Any] = ["rank": rank, "step_seconds_median": row[phases.count], "sgemm_gflops": row[phases.count + 1] / 1e9]
+            var entry: [String: Any] = ["rank": rank, "step_seconds_median": row[phases.count], "sgemm_gflops": row[phases.count + 1] / 1e9,
+                                        "sgemm_model_shapes_gflops": row[phases.count + 2] / 1e9]
             for phase in phases { entry[phase.name + "_seconds"] = row[phase.rawValue] }
             entry["allreduce_wait_fraction"] = row[StepTimings.Phase.allreduceWait.rawValue] / max(row[phases.count], 1e-12)
             return entry
         }
         let minimumSgemm = (0..<world).map { gathered[$0 * mine.count + phases.count + 1] }.min() ?? sgemm
+        let minimumModelSgemm = (0..<world).map { gathered[$0 * mine.count + phases.count + 2] }.min() ?? modelSgemm
+        // Over the wall clock, as the samples/s figure: FLOPs per sample × samples/s per rank.
+        let achievedWall = flops.total * samplesPerSecond / Double(world)
         let achieved = flopsPerStepPerRank / max(stepMedian, 1e-12)
         let computeRate = flopsPerStepPerRank / max(computeMedian, 1e-12)
 
@@ -97,8 +106,12 @@ extension Session {
             "compute_gflops_per_rank": computeRate / 1e9,
             "sgemm_gflops_per_rank": minimumSgemm / 1e9,
             "fraction_of_sgemm": achieved / max(minimumSgemm, 1),
+            "achieved_wall_gflops_per_rank": achievedWall / 1e9,
+            "sgemm_model_shapes_gflops_per_rank": minimumModelSgemm / 1e9,
+            "fraction_of_model_sgemm": achievedWall / max(minimumModelSgemm, 1),
+            "gemm_shapes": gemmShapes.map { "\($0.repeats)x \($0.transposeA ? "T" : "N")\($0.transposeB ? "T" : "N") \($0.m)x\($0.n)x\($0.k)" },
             "blas_threads": BLAS.threadCount,
-            "cpu_model": CPUInfo.modelName, "openblas_core": BLAS.coreName,
+            "cpu_model": CPUInfo.description, "openblas_core": BLAS.coreName,
             "layers": layerTimes.map { ["index": $0.index, "kind": $0.kind, "output_shape": $0.outputShape,
                                         "forward_seconds": $0.forwardSeconds, "backward_seconds": $0.backwardSeconds] as [String: Any] },
             "per_rank": perRank,
@@ -115,7 +128,9 @@ extension Session {
                             trainer.gradientReduction.rawValue))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
-        lines.append("CPU \(CPUInfo.modelName), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
+        lines.append(String(format: "sgemm at this model's GEMM shapes (batch %d) %.1f GFLOP/s per rank; samples/s × FLOPs per sample = %.1f GFLOP/s per rank: %.0f%% of that limit",
+                            trainer.perRankBatch, minimumModelSgemm / 1e9, achievedWall / 1e9, achievedWall / max(minimumModelSgemm, 1) * 100))
+        lines.append("CPU \(CPUInfo.description), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
         let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))
         lines.append("  #  layer        output          forward ms  backward ms  share")

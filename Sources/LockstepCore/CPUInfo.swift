@@ -8,6 +8,12 @@ import Darwin
 public enum CPUInfo {
     /// The "model name" line, e.g. "Intel(R) Xeon(R) Processor" ("unknown" if absent).
     public static let modelName: String = field("model name") ?? "unknown"
+    /// Model name with family and model number, e.g. "Intel(R) Xeon(R) Processor (family 6 model 207)": virtual
+    /// machines often hide the marketing name, and the numbers are what decides OpenBLAS's kernel choice.
+    public static let description: String = {
+        guard let family = field("cpu family"), let model = field("model") else { return modelName }
+        return "\(modelName) (family \(family) model \(model))"
+    }()
     /// The "vendor_id" line, e.g. "GenuineIntel" or "AuthenticAMD".
     public static let vendor: String = field("vendor_id") ?? ""
     /// The feature flags ("avx2", "avx512f", …).

@@ -14,6 +14,8 @@ public final class Sequential {
     public let state: FlatTensors
 
     private var plannedBatch = 0
+    /// Index of the first layer with trainable parameters (the layer count when there is none); backward stops there.
+    public let firstLayerWithParameters: Int
     private var activations: [FloatBuffer] = []
     private var gradientA = FloatBuffer(count: 0)
     private var gradientB = FloatBuffer(count: 0)
@@ -31,6 +33,7 @@ public final class Sequential {
             shapes.append(shape)
         }
         self.shapes = shapes
+        firstLayerWithParameters = layers.firstIndex { !$0.parameterSpecs.isEmpty } ?? layers.count
         parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
         state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
         bindLayers()
@@ -115,14 +118,19 @@ public final class Sequential {
     /// Back-propagates `outputGradient` ([batch, outputWidth]) after `forward(input, batch)`, adding into the
     /// gradient buffer. `layerDone(i)` runs right after layer i's gradients are complete (reverse order), so
     /// the caller can start reducing the contiguous gradient range from layer i to the end. Layers below
-    /// `firstTrainableLayer` (frozen) are not visited: they get no gradient and cost nothing.
+    /// `firstTrainableLayer` (frozen) get no gradient and cost nothing.
     public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
                          firstTrainableLayer: Int = 0, layerDone: (Int) -> Void = { _ in }) {
         var dy = outputGradient
         var target = gradientA
-        for index in stride(from: layers.count - 1, through: max(firstTrainableLayer, 0), by: -1) {
+        // No gradient is needed below the first trainable layer (the first with parameters, or above the frozen
+        // ones): that layer skips its input gradient (in fashion-mlp, Linear 784→256 behind Flatten: a third of the
+        // backward FLOPs) and the layers before it do no backward work at all.
+        let first = max(firstTrainableLayer, firstLayerWithParameters)
+        for index in stride(from: layers.count - 1, through: 0, by: -1) {
+            guard index >= first else { layerDone(index); continue }
             let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
-            let needsInputGradient = index > firstTrainableLayer
+            let needsInputGradient = index > first
             layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
                                    inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
             layerDone(index)
