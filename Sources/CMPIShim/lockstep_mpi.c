@@ -12,6 +12,8 @@ const int lockstep_mpi_success = MPI_SUCCESS;
 
 _Static_assert(sizeof(MPI_Win) <= sizeof(((lockstep_mpi_window *)0)->opaque),
                "lockstep_mpi_window too small for this MPI's MPI_Win");
+_Static_assert(sizeof(MPI_Comm) <= sizeof(((lockstep_mpi_comm *)0)->opaque),
+               "lockstep_mpi_comm too small for this MPI's MPI_Comm");
 _Static_assert(sizeof(MPI_Request) <= sizeof(((lockstep_mpi_request *)0)->opaque),
                "lockstep_mpi_request too small for this MPI's MPI_Request");
 
@@ -169,6 +171,46 @@ int lockstep_mpi_shared_free(lockstep_mpi_window *window) {
     if (rc != MPI_SUCCESS) return rc;
     rc = MPI_Win_free(&handle);
     memcpy(window->opaque, &handle, sizeof handle);
+    return rc;
+}
+
+int lockstep_mpi_split_across_nodes(lockstep_mpi_comm *comm, int *node_index, int *node_count) {
+    MPI_Comm handle = MPI_COMM_NULL;
+    memcpy(comm->opaque, &handle, sizeof handle);
+    if (local_comm == MPI_COMM_NULL) return MPI_ERR_COMM;
+    int world_rank = 0, local_rank = 0;
+    int rc = MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Comm_rank(local_comm, &local_rank);
+    if (rc != MPI_SUCCESS) return rc;
+    // The world rank of the node's local rank 0 names the node and orders the nodes the same way in every split.
+    int node_leader = world_rank;
+    rc = MPI_Bcast(&node_leader, 1, MPI_INT, 0, local_comm);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Comm_split(MPI_COMM_WORLD, local_rank, node_leader, &handle);
+    if (rc != MPI_SUCCESS) return rc;
+    memcpy(comm->opaque, &handle, sizeof handle);
+    rc = MPI_Comm_set_errhandler(handle, MPI_ERRORS_RETURN);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Comm_rank(handle, node_index);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Comm_size(handle, node_count);
+}
+
+int lockstep_mpi_comm_allreduce_sum_float(lockstep_mpi_comm *comm, float *buffer, size_t count) {
+    CHECK_COUNT(count);
+    MPI_Comm handle;
+    memcpy(&handle, comm->opaque, sizeof handle);
+    if (handle == MPI_COMM_NULL) return MPI_ERR_COMM;
+    return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_FLOAT, MPI_SUM, handle);
+}
+
+int lockstep_mpi_comm_free(lockstep_mpi_comm *comm) {
+    MPI_Comm handle;
+    memcpy(&handle, comm->opaque, sizeof handle);
+    if (handle == MPI_COMM_NULL) return MPI_SUCCESS;
+    int rc = MPI_Comm_free(&handle);
+    memcpy(comm->opaque, &handle, sizeof handle);
     return rc;
 }
 

@@ -166,6 +166,12 @@ public protocol Communicator: AnyObject {
     /// One segment of `floatCount` floats per rank in memory every rank can read, or nil when the ranks are
     /// not all on one node (or there is one rank). Collective; segments live until `finalize()`.
     func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
+    /// One segment of `floatCount` floats for every rank on this node, indexed by local rank, in memory those ranks
+    /// can read; nil where there is none (one process). Collective over the world; segments live until `finalize()`.
+    func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
+    /// The ranks that hold this rank's local rank, one per node, ordered by node (hierarchical reduction's
+    /// cross-node step), or nil without MPI. Collective over the world; the group lives until `finalize()`.
+    func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup?
     /// Ends every rank of the job with `code`.
     func abort(code: Int32) -> Never
     /// Shuts communication down (MPI_Finalize); every rank calls it once after its last collective.
@@ -179,6 +185,23 @@ extension Communicator {
     /// One segment of `floatCount` floats per rank in node-shared memory, or nil where there is none.
     public func allocateNodeShared(floatCount: Int, file: StaticString = #fileID, line: UInt = #line) throws -> NodeSharedFloats? {
         try allocateNodeShared(floatCount: floatCount, at: CallSite(file: file, line: line))
+    }
+
+    /// No node-shared memory: the default for communicators without it.
+    public func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? { nil }
+
+    /// One segment of `floatCount` floats per rank of this node, indexed by local rank, or nil where there is none.
+    public func allocateSharedWithinNode(floatCount: Int, file: StaticString = #fileID,
+                                         line: UInt = #line) throws -> NodeSharedFloats? {
+        try allocateSharedWithinNode(floatCount: floatCount, at: CallSite(file: file, line: line))
+    }
+
+    /// No groups across nodes: the default for communicators without MPI.
+    public func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup? { nil }
+
+    /// The ranks that hold this rank's local rank, one per node, or nil without MPI.
+    public func splitAcrossNodes(file: StaticString = #fileID, line: UInt = #line) throws -> CrossNodeGroup? {
+        try splitAcrossNodes(at: CallSite(file: file, line: line))
     }
 
     /// In-place sum over ranks.
@@ -255,7 +278,9 @@ public func makeCommunicator(threadLevel: ThreadLevel = .serialized) throws -> a
     return SingleProcessCommunicator()
 }
 
-/// Every rank's segment of one node-shared allocation: rank r reads rank q's floats at `segments[q]` directly.
+/// Every rank's segment of one node-shared allocation: rank r reads rank q's floats at `segments[q]` directly
+/// (q a world rank for `allocateNodeShared`, where every rank is on the node, a local rank for
+/// `allocateSharedWithinNode`).
 ///
 /// Plain loads and stores; `synchronize()` (a node barrier with memory fences) orders one rank's writes before
 /// the other ranks' reads, so a phase of writes and a phase of reads must be separated by it.
@@ -264,7 +289,7 @@ public final class NodeSharedFloats: @unchecked Sendable {
     public let count: Int
     /// This rank's segment.
     public let local: UnsafeMutablePointer<Float>
-    /// Every rank's segment, indexed by rank (64-byte aligned, each in its own pages).
+    /// Every rank's segment, indexed by (local) rank (64-byte aligned, each in its own pages).
     public let segments: [UnsafeMutablePointer<Float>]
     private let barrier: (CallSite) throws -> Void
 
@@ -277,5 +302,29 @@ public final class NodeSharedFloats: @unchecked Sendable {
     /// Makes every rank's writes before this call visible to every rank's reads after it (collective).
     public func synchronize(file: StaticString = #fileID, line: UInt = #line) throws {
         try barrier(CallSite(file: file, line: line))
+    }
+}
+
+/// The ranks that hold one local rank index, one on each node: rank l of every node reduces slice l of its node's
+/// gradients with its peers here, so every rank's link carries traffic, not only a node leader's.
+///
+/// Made by `Communicator.splitAcrossNodes()`; its collectives go into the world communicator's flight recorder, so
+/// the watchdog sees them among the others.
+public final class CrossNodeGroup: @unchecked Sendable {
+    /// Ranks in the group: the number of nodes when every node has the same number of ranks.
+    public let size: Int
+    /// This rank's position in the group: its node's index (nodes ordered by the world rank of their local rank 0).
+    public let nodeIndex: Int
+    private let sum: (UnsafeMutableBufferPointer<Float>, CallSite) throws -> Void
+
+    /// Wraps a group made by a communicator; `allreduceSum` is its in-place float sum over the group.
+    public init(size: Int, nodeIndex: Int, allreduceSum: @escaping (UnsafeMutableBufferPointer<Float>, CallSite) throws -> Void) {
+        self.size = size; self.nodeIndex = nodeIndex; sum = allreduceSum
+    }
+
+    /// In-place sum over the group's ranks (collective over the group).
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, file: StaticString = #fileID,
+                             line: UInt = #line) throws {
+        try sum(buffer, CallSite(file: file, line: line))
     }
 }

@@ -3,6 +3,8 @@ public enum CollectiveOperation: String, Sendable {
     case allreduceSum, allreduceMin, allreduceMax, broadcast, allgather, barrier, startAllreduceSum
     /// Node-shared memory: allocation, and the barrier that orders writes before reads.
     case sharedAllocate, sharedBarrier
+    /// Hierarchical reduction: the split into one group per local rank, and a sum over such a group (one rank per node).
+    case splitAcrossNodes, allreduceSumAcrossNodes
 }
 
 /// Element type of a collective's buffer.

@@ -5,8 +5,9 @@ import LockstepCore
 ///
 /// No overlap is the default: on one node the reduction is itself CPU work (copies and sums) on the cores that run
 /// backward, so overlapping gained nothing in measurements on a 2-core machine, while MPI_Iallreduce took about 2×
-/// as long as the blocking call. The Trainer picks `.sharedMemory` when every rank is on one node and `.blocking`
-/// otherwise. The overlap modes are for nodes with idle cores or network offload.
+/// as long as the blocking call. The Trainer picks `.sharedMemory` when every rank is on one node, `.hierarchical`
+/// when ranks span several nodes with several ranks on each, and `.blocking` otherwise. The overlap modes are for
+/// nodes with idle cores or network offload.
 public enum ReductionMode: String, Sendable, CaseIterable {
     /// Everything reduced in `finish()`, one blocking allreduce per bucket: the no-overlap baseline.
     case blocking
@@ -22,6 +23,12 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers, no
     /// message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB on 2 ranks here.
     case sharedMemory
+    /// Ranks on several nodes, the same number L on each, gradients in node-shared memory of each node
+    /// (`allocateSharedWithinNode`): local rank l sums slice l of its node's gradients (in local-rank order), sums
+    /// that slice with the local rank l of every other node (`CrossNodeGroup`, one MPI allreduce of 1/L of the
+    /// gradients per rank, so every rank's link works), scales by 1/W, and then copies the other slices from their
+    /// owners on its node. On one node it is bit-identical to `.sharedMemory` (same sums, same order, same scaling).
+    case hierarchical
 }
 
 /// A deliberately wrong reduction, for tests that must show they catch one.
@@ -31,7 +38,8 @@ public enum ReductionFault: String, Sendable, CaseIterable {
     /// Leave the sum over ranks instead of the mean.
     case sum
     /// Never reduce the bucket launched first (the top layers): each rank keeps its own gradients there.
-    /// Blocking, deterministic and shared-memory modes only (the overlap modes start buckets during backward).
+    /// Blocking, deterministic, shared-memory and hierarchical modes only (the overlap modes start buckets during
+    /// backward).
     case skipBucket = "skip_bucket"
 }
 
@@ -87,7 +95,7 @@ public final class GradientReducer {
     /// Fault injection for tests; `.none` unless a test asks.
     public var fault = ReductionFault.none {
         didSet {
-            precondition(fault != .skipBucket || mode == .blocking || mode == .deterministic || mode == .sharedMemory,
+            precondition(fault != .skipBucket || [.blocking, .deterministic, .sharedMemory, .hierarchical].contains(mode),
                          "reduction fault skip_bucket needs a reduction mode without overlap, have \(mode)")
         }
     }
@@ -105,7 +113,9 @@ public final class GradientReducer {
     private var handedToThread = 0
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
-    private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients
+    private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients; `.hierarchical`: this node's
+    private let crossNode: CrossNodeGroup?  // `.hierarchical`: this local rank on every node
+    private let hierarchicalSlice: Int  // `.hierarchical`: floats each local rank reduces (equal for all)
     private let accumulator: FloatBuffer?  // `.deterministic`: the step's micro-batch gradients, summed in order
     private var accumulated = false
     private var microBatches = 1
@@ -154,10 +164,30 @@ public final class GradientReducer {
         return buckets
     }
 
+    /// Floats of node-shared memory per rank that `.hierarchical` needs for `gradientCount` gradients on nodes of
+    /// `localSize` ranks: the gradients padded so that every local rank's slice has the same length, a multiple of
+    /// 16 floats (a cache line). Equal slices make every rank issue the very same cross-node messages, so the flight
+    /// records of all ranks agree and the watchdog can compare them.
+    public static func hierarchicalSharedCount(gradientCount: Int, localSize: Int) -> Int {
+        let parts = max(localSize, 1)
+        let slice = ((gradientCount + parts - 1) / parts + 15) & ~15
+        return slice * parts
+    }
+
+    /// The number of ranks on every node, or nil when nodes hold different numbers of ranks. Collective over the
+    /// world (one small allreduce), so every rank gets the same answer.
+    public static func ranksPerNode(communicator: any Communicator) throws -> Int? {
+        var extremes: [Int64] = [Int64(communicator.localSize), -Int64(communicator.localSize)]
+        try extremes.withUnsafeMutableBufferPointer { try communicator.allreduce($0, operation: .max) }
+        return extremes[0] == -extremes[1] ? Int(extremes[0]) : nil
+    }
+
     /// Plans buckets over `gradients` (one start offset per layer, ascending from 0) and, for
     /// `.overlapThread`, starts the communication thread; `bucketCapacityBytes` trades overlap for message count.
     /// `.sharedMemory` needs `shared`, whose local segment must be `gradients`; it reduces one bucket of everything
-    /// (there is no overlap to gain from several).
+    /// (there is no overlap to gain from several). `.hierarchical` needs `shared` from `allocateSharedWithinNode` of
+    /// `hierarchicalSharedCount` floats and the same number of ranks on every node; it splits the communicator
+    /// across nodes here (collective: every rank must create its reducer at the same point).
     /// Layers below `frozenLayers` (a frozen prefix: no gradient) belong to no bucket and are never reduced.
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
                 bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil,
@@ -173,16 +203,40 @@ public final class GradientReducer {
                     "reduction mode sharedMemory needs the gradients in node-shared memory of every rank (allocateNodeShared), got \(shared == nil ? "none" : "a segment that is not these gradients")")
             }
         }
+        var crossNode: CrossNodeGroup?
+        var hierarchicalSlice = 0
+        if mode == .hierarchical {
+            let localSize = communicator.localSize
+            let needed = Self.hierarchicalSharedCount(gradientCount: gradients.count, localSize: localSize)
+            guard let shared, shared.segments.count == localSize, shared.local == gradients.baseAddress,
+                  shared.count >= needed else {
+                throw ReducerConfigurationError(
+                    "reduction mode hierarchical needs the gradients in node-shared memory of the \(localSize) ranks on rank \(communicator.rank)'s node with room for \(needed) floats (allocateSharedWithinNode(floatCount: hierarchicalSharedCount(...))), got \(shared.map { "\($0.segments.count) segments of \($0.count) floats" + ($0.local == gradients.baseAddress ? "" : " that are not these gradients") } ?? "none")")
+            }
+            guard let perNode = try Self.ranksPerNode(communicator: communicator) else {
+                throw ReducerConfigurationError(
+                    "reduction mode hierarchical needs the same number of ranks on every node, but rank \(communicator.rank) shares its node with \(localSize) of the \(communicator.size) ranks and another node has a different count; launch the same number of ranks per node (launch/hostfile HOSTFILE RANKS_PER_NODE) or use transport mpi")
+            }
+            guard let group = try communicator.splitAcrossNodes(), group.size * perNode == communicator.size else {
+                throw ReducerConfigurationError(
+                    "reduction mode hierarchical needs a communicator that can split its \(communicator.size) ranks across nodes (\(perNode) per node), which this one (\(type(of: communicator))) cannot")
+            }
+            crossNode = group
+            hierarchicalSlice = needed / localSize
+        }
+        self.crossNode = crossNode
+        self.hierarchicalSlice = hierarchicalSlice
+        let oneBucket = mode == .sharedMemory || mode == .hierarchical
         // Plan over the trainable layers only: shift their offsets to start at 0, then back.
         let frozen = min(max(frozenLayers, 0), layerStartOffsets.count)
         let trainableStart = frozen < layerStartOffsets.count ? layerStartOffsets[frozen] : gradients.count
         buckets = try Self.planBuckets(layerStartOffsets: layerStartOffsets[frozen...].map { $0 - trainableStart },
                                        totalCount: gradients.count - trainableStart,
-                                       bucketCapacityBytes: mode == .sharedMemory ? Int.max : bucketCapacityBytes).map {
+                                       bucketCapacityBytes: oneBucket ? Int.max : bucketCapacityBytes).map {
             GradientBucket(elements: ($0.elements.lowerBound + trainableStart)..<($0.elements.upperBound + trainableStart),
                            layers: ($0.layers.lowerBound + frozen)...($0.layers.upperBound + frozen))
         }
-        self.shared = mode == .sharedMemory ? shared : nil
+        self.shared = oneBucket ? shared : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -302,6 +356,8 @@ public final class GradientReducer {
                 try reduceInRankOrder(bucket)
             case .sharedMemory:
                 try reduceThroughSharedMemory(bucket)
+            case .hierarchical:
+                try reduceHierarchically()
             case .overlapPolling:
                 if deferred[bucket] {
                     try allreduceInChunks(slice(bucket))
@@ -324,8 +380,9 @@ public final class GradientReducer {
                 bucketReduced(bucket, background ? launchNanoseconds[bucket] : waitStart, DispatchTime.now().uptimeNanoseconds)
             }
             // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight; the
-            // shared-memory reduction averages as it sums.
-            let factor = mode == .sharedMemory ? (fault == .sum ? Float(communicator.size) : 1) : scale
+            // shared-memory reduction averages as it sums, the hierarchical one before its slices are shared.
+            let factor = mode == .sharedMemory ? (fault == .sum ? Float(communicator.size) : 1)
+                : mode == .hierarchical ? 1 : scale
             if communicator.size > 1 && factor != 1 {
                 Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound, by: factor,
                               count: buckets[bucket].elements.count)
@@ -348,7 +405,7 @@ public final class GradientReducer {
         case .overlapThread:
             worker!.waitForCompletion(count: handedToThread)
             _ = worker!.takeError()
-        case .blocking, .deterministic, .sharedMemory:
+        case .blocking, .deterministic, .sharedMemory, .hierarchical:
             break
         }
         if accumulated { accumulator!.zero(); accumulated = false }
@@ -362,12 +419,17 @@ public final class GradientReducer {
     /// (the message no longer fits in cache), so 12.5 MiB of fashion-cnn gradients go faster as four pieces.
     public var maximumMessageBytes = 4 << 20
 
-    private func allreduceInChunks(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+    /// Sums `buffer` over every rank, or over `group` (one rank per node) when given.
+    private func allreduceInChunks(_ buffer: UnsafeMutableBufferPointer<Float>, over group: CrossNodeGroup? = nil) throws {
         let chunk = max(maximumMessageBytes / MemoryLayout<Float>.stride, 1)
         var start = 0
         while start < buffer.count {
             let end = min(start + chunk, buffer.count)
-            try communicator.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
+            if let group {
+                try group.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
+            } else {
+                try communicator.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
+            }
             start = end
         }
     }
@@ -391,7 +453,7 @@ public final class GradientReducer {
             handedToThread += 1
         case .overlapPolling, .overlapThread:
             deferred[bucket] = true
-        case .blocking, .deterministic, .sharedMemory:
+        case .blocking, .deterministic, .sharedMemory, .hierarchical:
             break  // reduced in finish()
         }
     }
@@ -435,6 +497,29 @@ public final class GradientReducer {
         for peer in 0..<size where peer != communicator.rank {
             let slice = share(of: elements, rank: peer)
             (shared.local + slice.lowerBound).update(from: shared.segments[peer] + slice.lowerBound, count: slice.count)
+        }
+        try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
+    }
+
+    /// Reduce-scatter through this node's shared memory, allreduce of this rank's slice with the same slice on every
+    /// other node, then allgather through shared memory. Covers the padded range (the padding stays zero), so every
+    /// local rank sends slices of the same length.
+    private func reduceHierarchically() throws {
+        let shared = shared!, crossNode = crossNode!
+        let localSize = communicator.localSize
+        let mine = (communicator.localRank * hierarchicalSlice)..<((communicator.localRank + 1) * hierarchicalSlice)
+        try shared.synchronize()  // every local rank's backward has written its gradients
+        shared.segments.withUnsafeBufferPointer {
+            Kernels.sum($0.baseAddress!, sourceCount: localSize, range: mine, scaledBy: 1, into: shared.local)
+        }
+        let slice = UnsafeMutableBufferPointer(start: shared.local + mine.lowerBound, count: mine.count)
+        if crossNode.size > 1 { try allreduceInChunks(slice, over: crossNode) }
+        // Scaled after the sum over nodes, as the other modes scale after theirs: the mean is (Σ g) × 1/W.
+        if fault != .sum { Kernels.scale(slice.baseAddress!, by: 1 / Float(communicator.size), count: slice.count) }
+        try shared.synchronize()  // every slice is reduced
+        for peer in 0..<localSize where peer != communicator.localRank {
+            let start = peer * hierarchicalSlice
+            (shared.local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
         }
         try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
     }

@@ -25,6 +25,8 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
     private var freeCount: Int
     // Node-shared windows, freed in finalize() (MPI_Win_free is collective, so not in a deinit).
     private var windows: [UnsafeMutablePointer<lockstep_mpi_window>] = []
+    // Communicators from splitAcrossNodes(), freed in finalize() (MPI_Comm_free is collective).
+    private var groups: [UnsafeMutablePointer<lockstep_mpi_comm>] = []
 
     /// Initializes MPI requesting `threadLevel`; throws if MPI is already initialized or provides less than
     /// `minimumThreadLevel` (default: whatever it provides is accepted and reported in `threadLevel`).
@@ -81,6 +83,11 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
             throw CommunicationError(operation: "MPI_Finalize", rank: rank,
                                      message: "\(inFlight) nonblocking reduction(s) still in flight; wait() on them first")
         }
+        for group in groups {
+            try Self.check(lockstep_mpi_comm_free(group), "MPI_Comm_free (ranks across nodes)", rank: rank)
+            group.deallocate()
+        }
+        groups.removeAll()
         for window in windows {
             try Self.check(lockstep_mpi_shared_free(window), "MPI_Win_free (node-shared memory)", rank: rank)
             window.deallocate()
@@ -182,6 +189,16 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
     public func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
         // Local rank = rank only when every rank shares this node (the node communicator keeps world order).
         guard size > 1, localSize == size, localRank == rank else { return nil }
+        return try allocateShared(floatCount: floatCount, at: site)
+    }
+
+    public func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
+        guard size > 1 else { return nil }
+        return try allocateShared(floatCount: floatCount, at: site)
+    }
+
+    /// One segment per rank of this node, indexed by local rank; collective over the node.
+    private func allocateShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats {
         try ready(.sharedAllocate, .float32, floatCount, site)
         let window = UnsafeMutablePointer<lockstep_mpi_window>.allocate(capacity: 1)
         window.initialize(to: lockstep_mpi_window())
@@ -191,20 +208,36 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         try check(code, .sharedAllocate, .float32, floatCount)
         windows.append(window)
         var segments: [UnsafeMutablePointer<Float>] = []
-        for peer in 0..<size {
+        for peer in 0..<localSize {
             var address: UnsafeMutableRawPointer?
-            try check(lockstep_mpi_shared_query(window, Int32(peer), &address), "MPI_Win_shared_query(rank \(peer))")
+            try check(lockstep_mpi_shared_query(window, Int32(peer), &address), "MPI_Win_shared_query(local rank \(peer))")
             guard let address, Int(bitPattern: address) % 64 == 0 else {
                 throw CommunicationError(operation: "node-shared memory", rank: rank,
-                                         message: "rank \(peer)'s segment is missing or not 64-byte aligned")
+                                         message: "local rank \(peer)'s segment is missing or not 64-byte aligned")
             }
             segments.append(address.bindMemory(to: Float.self, capacity: max(floatCount, 1)))
         }
-        let local = segments[rank]
+        let local = segments[localRank]
         local.update(repeating: 0, count: floatCount)
         return NodeSharedFloats(count: floatCount, local: local, segments: segments) { [unowned self] site in
             try ready(.sharedBarrier, .none, 0, site)
             try check(lockstep_mpi_shared_synchronize(window), .sharedBarrier, .none, 0)
+        }
+    }
+
+    public func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup? {
+        try ready(.splitAcrossNodes, .none, 0, site)
+        let group = UnsafeMutablePointer<lockstep_mpi_comm>.allocate(capacity: 1)
+        group.initialize(to: lockstep_mpi_comm())
+        var nodeIndex: Int32 = 0, nodeCount: Int32 = 0
+        let code = lockstep_mpi_split_across_nodes(group, &nodeIndex, &nodeCount)
+        // Freed in finalize() even if a step after MPI_Comm_split failed (the shim leaves MPI_COMM_NULL otherwise).
+        groups.append(group)
+        try check(code, .splitAcrossNodes, .none, 0)
+        return CrossNodeGroup(size: Int(nodeCount), nodeIndex: Int(nodeIndex)) { [unowned self] buffer, site in
+            try ready(.allreduceSumAcrossNodes, .float32, buffer.count, site)
+            try check(lockstep_mpi_comm_allreduce_sum_float(group, buffer.baseAddress, buffer.count),
+                      .allreduceSumAcrossNodes, .float32, buffer.count)
         }
     }
 

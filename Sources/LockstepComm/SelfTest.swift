@@ -45,6 +45,7 @@ private final class CommunicatorSelfTest {
         try comm.barrier()
         try checkNonblocking()
         for mode in ReductionMode.allCases { try checkReducer(mode) }
+        try checkHierarchicalMatchesSharedMemory()
         try checkRecorder()
     }
 
@@ -190,11 +191,23 @@ private final class CommunicatorSelfTest {
             shared = try comm.allocateNodeShared(floatCount: count)
             if shared == nil { notes.append("sharedMemory skipped (not every rank on one node)"); return }
         }
+        if mode == .hierarchical {
+            // Collective answer, so every rank skips or runs alike.
+            guard let perNode = try GradientReducer.ranksPerNode(communicator: comm), size > 1 else {
+                notes.append("hierarchical skipped (\(size == 1 ? "one process" : "nodes hold different numbers of ranks"))")
+                return
+            }
+            shared = try comm.allocateSharedWithinNode(
+                floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: perNode))
+            if shared == nil { notes.append("hierarchical skipped (no node-shared memory)"); return }
+            notes.append("hierarchical over \(size / perNode) node\(size / perNode == 1 ? "" : "s") × \(perNode) rank\(perNode == 1 ? "" : "s")")
+        }
         let gradients = shared.map { FloatBuffer(borrowing: $0.local, count: count, owner: $0) } ?? FloatBuffer(count: count)
         let reducer = try GradientReducer(communicator: comm, gradients: gradients.buffer, layerStartOffsets: offsets,
                                           bucketCapacityBytes: 160, mode: mode, shared: shared)
         bucketCounts.append(reducer.buckets.count)
         let scale = 1 / Float(size)
+        // Hierarchical sums over nodes in MPI's order: integer values (exact in any order) give known sums.
         for step in 0..<3 {
             let expected: [Float]
             if mode == .deterministic || mode == .sharedMemory {
@@ -228,6 +241,32 @@ private final class CommunicatorSelfTest {
             expect(minimum == maximum, "reducer \(mode.rawValue) step \(step): ranks hold different gradients")
             try agree("reducer \(mode.rawValue) step \(step)")
         }
+    }
+
+    /// On one node `.hierarchical` must give exactly `.sharedMemory`'s bits (same sums in the same order, same scale),
+    /// on values where the order of float additions matters.
+    func checkHierarchicalMatchesSharedMemory() throws {
+        let count = 5000
+        guard let shared = try comm.allocateNodeShared(floatCount: count) else { return }
+        let hierarchical = try comm.allocateSharedWithinNode(
+            floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize))!
+        let reducers = try [(shared, ReductionMode.sharedMemory), (hierarchical, .hierarchical)].map { segment, mode in
+            try GradientReducer(communicator: comm, gradients: UnsafeMutableBufferPointer(start: segment.local, count: count),
+                                layerStartOffsets: [0], mode: mode, shared: segment)
+        }
+        for index in 0..<count {
+            let value = Self.irregular(rank: rank, index: index, step: 7)
+            shared.local[index] = value
+            hierarchical.local[index] = value
+        }
+        for reducer in reducers { try reducer.finish() }
+        for index in 0..<count where shared.local[index].bitPattern != hierarchical.local[index].bitPattern {
+            expect(false, "hierarchical on one node [\(index)] = \(hierarchical.local[index]), shared memory gives \(shared.local[index])")
+            break
+        }
+        checks += 1
+        notes.append("hierarchical bit-identical to sharedMemory on one node")
+        try agree("hierarchical against sharedMemory on one node")
     }
 
     static func irregular(rank: Int, index: Int, step: Int) -> Float {

@@ -273,12 +273,26 @@ public final class Trainer {
         // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
         // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
         let worthIt = d.transport == .sharedMemory || model.parameters.count * MemoryLayout<Float>.stride >= 8192
-        if mode == .blocking && d.transport != .mpi && worthIt {
+        if mode == .blocking && d.transport != .mpi && d.transport != .hierarchical && worthIt {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
+        }
+        // Across nodes with several ranks on each: within the node through shared memory, across it per local rank.
+        // Decided from every rank's node size (one collective), so all ranks choose alike.
+        if communicator.size > 1 && shared == nil && mode == .blocking && (d.transport == .hierarchical || d.transport == .auto && worthIt),
+           let perNode = try GradientReducer.ranksPerNode(communicator: communicator),
+           d.transport == .hierarchical || perNode > 1 && perNode < communicator.size {
+            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode)
+            shared = try communicator.allocateSharedWithinNode(floatCount: floats)
+            mode = shared == nil ? mode : .hierarchical
         }
         if let shared {
             model.useGradientStorage(FloatBuffer(borrowing: shared.local, count: model.parameters.count, owner: shared))
-            mode = .sharedMemory
+            if mode != .hierarchical { mode = .sharedMemory }
+        } else if d.transport == .hierarchical && communicator.size > 1 {
+            let reason = mode != .blocking
+                ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap.rawValue)'") reduces through MPI"
+                : "the nodes hold different numbers of ranks (rank \(communicator.rank)'s node has \(communicator.localSize) of \(communicator.size))"
+            throw ConfigError("key 'distributed.transport': hierarchical needs blocking reduction and the same number of ranks on every node, but \(reason); use transport auto or mpi")
         } else if d.transport == .sharedMemory && communicator.size > 1 {
             let reason = mode != .blocking
                 ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap.rawValue)'") reduces through MPI"
@@ -286,7 +300,7 @@ public final class Trainer {
             throw ConfigError("key 'distributed.transport': shared_memory needs every rank on one node and blocking reduction, but \(reason); use transport auto or mpi")
         }
         var bucketBytes = Int((d.bucketMiB ?? 1) * 1_048_576)
-        if d.bucketMiB == nil && mode != .sharedMemory && communicator.size > 1 {
+        if d.bucketMiB == nil && mode != .sharedMemory && mode != .hierarchical && communicator.size > 1 {
             let measured = try BucketSizing.measure(communicator: communicator, scratch: model.parameters.gradients!.buffer)
             bucketBytes = measured.bytes
             if communicator.rank == 0 { log(measured.line) }

@@ -108,12 +108,16 @@ public struct TrainingOptions: Sendable {
 public struct DistributedOptions: Sendable {
     /// The path blocking gradient reductions take.
     public enum Transport: String, Sendable, CaseIterable {
-        /// Node-shared memory when every rank is on one node and gradients are at least 8 KiB, MPI otherwise.
+        /// Gradients of at least 8 KiB reduced blocking: node-shared memory when every rank is on one node,
+        /// hierarchical when ranks span several nodes with the same number (more than one) on each; MPI otherwise.
         case auto
         /// Always MPI allreduce.
         case mpi
         /// Node-shared memory or an error naming why it cannot be used.
         case sharedMemory = "shared_memory"
+        /// Within each node through shared memory, across nodes one allreduce per local rank on its slice; an
+        /// error names why it cannot be used (overlap, deterministic, unequal ranks per node).
+        case hierarchical
     }
 
     /// Whether gradient reduction overlaps backward.

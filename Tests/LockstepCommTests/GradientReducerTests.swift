@@ -221,8 +221,8 @@ final class GradientReducerTests: XCTestCase {
     }
 
     func testEveryModeAveragesOnOneRank() throws {
-        // sharedMemory needs several ranks on one node; the multi-rank self test covers it.
-        for mode in ReductionMode.allCases where mode != .sharedMemory {
+        // sharedMemory and hierarchical need node-shared memory; the multi-rank self test and ThreadWorld cover them.
+        for mode in ReductionMode.allCases where mode != .sharedMemory && mode != .hierarchical {
             let comm = SingleProcessCommunicator()
             let gradients = FloatBuffer([1, -2, 3, 0.5])
             let reducer = try GradientReducer(communicator: comm, gradients: gradients.buffer,

@@ -58,6 +58,23 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(outcome.parallel.stdout.contains("on 3 ranks"), outcome.parallel.stdout)
     }
 
+    /// 2 hosts × 2 ranks × batch 16 with the default transport, which picks hierarchical reduction there (within each
+    /// host through node-shared memory, across hosts one allreduce per local rank over TCP), end within the derived
+    /// bound of 1 process × batch 64, and every rank holds the same parameters.
+    func testTwoHostsOfTwoRanksHierarchicalMatchesOneProcessWithFourfoldBatch() throws {
+        let outcome = try twoHostsOfTwoRanks(transport: "auto")
+        Equivalence.assertHolds(outcome, ranks: 4, "2 hosts × 2 ranks × 16 (hierarchical) vs 1 × 64")
+        XCTAssertTrue(outcome.parallel.stdout.contains("on 4 ranks"), outcome.parallel.stdout)
+        XCTAssertTrue(outcome.parallel.stdout.contains("gradient reduction hierarchical"), outcome.parallel.stdout)
+    }
+
+    /// The flat path on the same cluster (`transport: mpi`, one MPI_Allreduce over all 4 ranks) passes the same check.
+    func testTwoHostsOfTwoRanksFlatMPIMatchesOneProcessWithFourfoldBatch() throws {
+        let outcome = try twoHostsOfTwoRanks(transport: "mpi")
+        Equivalence.assertHolds(outcome, ranks: 4, "2 hosts × 2 ranks × 16 (flat MPI) vs 1 × 64")
+        XCTAssertTrue(outcome.parallel.stdout.contains("gradient reduction blocking"), outcome.parallel.stdout)
+    }
+
     /// kill -9 of every process of one host mid-run ends the job; the newest checkpoint verifies and training resumes
     /// on the 2 remaining hosts (the README's recovery procedure).
     func testKilledHostEndsJobThenResumeOnRemainingHosts() throws {
@@ -162,6 +179,15 @@ final class MultiNodeTests: XCTestCase {
         var value: Date? { lock.lock(); defer { lock.unlock() }; return time }
     }
 
+    /// Equivalence of 2 emulated hosts × 2 ranks × batch 16 with 1 process × batch 64 through `transport`.
+    private func twoHostsOfTwoRanks(transport: String) throws -> Equivalence.Outcome {
+        try up(2, slotsPerHost: 2)
+        let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
+                    "--set", "data.test_subset=1000", "--set", "training.epochs=10", "--set", "training.max_steps=60",
+                    "--set", "distributed.check_every=10", "--set", "distributed.transport=\(transport)"]
+        return try Equivalence.measure(base: base, ranks: 4, batch: 16) { try self.cluster("run", "2", $0) }
+    }
+
     private func trainArguments(delay: Int) -> [String] {
         ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192", "--set", "data.test_subset=1000",
          "--set", "training.epochs=10", "--set", "checkpoint.every_steps=5", "--set", "checkpoint.keep=50",
@@ -210,9 +236,9 @@ final class MultiNodeTests: XCTestCase {
         for pid in pids { kill(pid, SIGKILL) }
     }
 
-    private func up(_ hosts: Int) throws {
-        let result = try cluster("up", String(hosts))
-        XCTAssertEqual(result.status, 0, "launch/testcluster up \(hosts) failed: \(result.stderr)")
+    private func up(_ hosts: Int, slotsPerHost: Int = 1) throws {
+        let result = try cluster("up", String(hosts), ["--slots", String(slotsPerHost)])
+        XCTAssertEqual(result.status, 0, "launch/testcluster up \(hosts) --slots \(slotsPerHost) failed: \(result.stderr)")
         if result.status != 0 { throw XCTSkip("no cluster") }
     }
 

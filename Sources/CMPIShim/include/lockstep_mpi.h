@@ -82,6 +82,20 @@ int lockstep_mpi_shared_synchronize(lockstep_mpi_window *window);
 /// Frees the shared memory; collective over the node.
 int lockstep_mpi_shared_free(lockstep_mpi_window *window);
 
+/// Opaque storage for one MPI_Comm other than MPI_COMM_WORLD; the caller owns it.
+typedef struct lockstep_mpi_comm {
+    _Alignas(8) unsigned char opaque[16];
+} lockstep_mpi_comm;
+
+/// Splits the world into one communicator per local rank index: the ranks that hold local rank l on their node,
+/// one per node, ordered by node (nodes ordered by the world rank of their local rank 0); collective over the
+/// world. With equal ranks per node, *node_index is this rank's node and *node_count the number of nodes.
+int lockstep_mpi_split_across_nodes(lockstep_mpi_comm *comm, int *node_index, int *node_count);
+/// In-place float sum over the ranks of `comm`.
+int lockstep_mpi_comm_allreduce_sum_float(lockstep_mpi_comm *comm, float *buffer, size_t count);
+/// Frees a communicator made by lockstep_mpi_split_across_nodes; collective over its ranks.
+int lockstep_mpi_comm_free(lockstep_mpi_comm *comm);
+
 /// MPI_Abort on the world communicator.
 int lockstep_mpi_abort(int code);
 /// Writes MPI_Error_string for `code` into `buffer` (NUL-terminated, truncated to `capacity`);

@@ -1,0 +1,98 @@
+import LockstepComm
+import LockstepCore
+import XCTest
+
+/// `.hierarchical` on fake multi-node worlds of threads (`ThreadWorld`): the two-stage sum, its flight records and
+/// its configuration errors, without MPI.
+extension GradientReducerTests {
+    /// Integer values: every order of float additions gives the same sum, so the expected mean is known exactly.
+    private static func value(rank: Int, index: Int, step: Int) -> Float { Float((index * 7 + rank * 13 + step * 5) % 64 - 20) }
+
+    private func checkHierarchical(nodeSizes: [Int], count: Int, file: StaticString = #filePath, line: UInt = #line) {
+        let world = ThreadWorld(nodeSizes: nodeSizes)
+        let size = world.size
+        let expected = (0..<2).map { step in
+            (0..<count).map { index in Float((0..<size).reduce(0) { $0 + Int(Self.value(rank: $1, index: index, step: step)) }) * (1 / Float(size)) }
+        }
+        final class Records: @unchecked Sendable { var lines: [[String]]; init(_ n: Int) { lines = .init(repeating: [], count: n) } }
+        let records = Records(size)
+        let lock = NSLock()
+        let errors = world.run { comm in
+            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize)
+            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: floats))
+            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, count / 3],
+                                              mode: .hierarchical, shared: shared)
+            for step in 0..<2 {
+                for index in 0..<count { gradients[index] = Self.value(rank: comm.rank, index: index, step: step) }
+                try reducer.layerReady(1)
+                try reducer.layerReady(0)
+                try reducer.finish()
+                for index in 0..<count where gradients[index].bitPattern != expected[step][index].bitPattern {
+                    throw ReducerConfigurationError("rank \(comm.rank) step \(step) [\(index)] = \(gradients[index]), expected \(expected[step][index])")
+                }
+                // The padding past the gradients stays zero (it is summed, never written by backward).
+                for index in count..<floats where shared.local[index] != 0 {
+                    throw ReducerConfigurationError("rank \(comm.rank) padding [\(index)] = \(shared.local[index])")
+                }
+            }
+            lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 64); lock.unlock()
+        }
+        XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
+        // Equal slices: every rank issued the very same collectives, so the watchdog can compare flight records.
+        XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
+        XCTAssertTrue(records.lines[0].contains { $0.contains("allreduceSumAcrossNodes float32") } == (nodeSizes.count > 1),
+                      "\(records.lines[0])", file: file, line: line)
+    }
+
+    func testHierarchicalAveragesOverTwoNodesOfTwoRanks() {
+        checkHierarchical(nodeSizes: [2, 2], count: 1001)
+    }
+
+    func testHierarchicalAveragesOverThreeNodesOfThreeRanks() {
+        // W = 9: 1/W is inexact, so scaling must happen once, after both sums, as the expected mean does.
+        checkHierarchical(nodeSizes: [3, 3, 3], count: 250)
+    }
+
+    func testHierarchicalWorksWithOneRankPerNodeAndOnOneNode() {
+        checkHierarchical(nodeSizes: [1, 1, 1], count: 77)
+        checkHierarchical(nodeSizes: [4], count: 77)
+    }
+
+    func testHierarchicalNeedsTheSameNumberOfRanksOnEveryNode() {
+        let world = ThreadWorld(nodeSizes: [1, 2])
+        let errors = world.run { comm in
+            let shared = try comm.allocateSharedWithinNode(floatCount: 64)!
+            _ = try GradientReducer(communicator: comm, gradients: UnsafeMutableBufferPointer(start: shared.local, count: 10),
+                                    layerStartOffsets: [0], mode: .hierarchical, shared: shared)
+        }
+        // Every rank refuses (a collective answer), so none is left waiting in a later collective.
+        for (rank, error) in errors.enumerated() {
+            XCTAssertTrue(error?.contains("same number of ranks on every node") == true, "rank \(rank): \(error ?? "no error")")
+        }
+    }
+
+    func testHierarchicalNeedsNodeSharedGradientsWithRoomForEqualSlices() {
+        let gradients = FloatBuffer(count: 40)
+        XCTAssertThrowsError(try GradientReducer(communicator: RecordingCommunicator(size: 2), gradients: gradients.buffer,
+                                                 layerStartOffsets: [0], mode: .hierarchical)) {
+            XCTAssertTrue($0 is ReducerConfigurationError && "\($0)".contains("node-shared memory"), "\($0)")
+        }
+        // Room for the gradients but not for two equal 16-float-aligned slices (2 × 32 = 64 floats).
+        let segments = (0..<2).map { _ in FloatBuffer(count: 40) }
+        let shared = NodeSharedFloats(count: 40, local: segments[0].pointer, segments: segments.map(\.pointer)) { _ in }
+        XCTAssertThrowsError(try GradientReducer(communicator: RecordingCommunicator(size: 2),
+                                                 gradients: UnsafeMutableBufferPointer(start: segments[0].pointer, count: 40),
+                                                 layerStartOffsets: [0], mode: .hierarchical, shared: shared)) {
+            XCTAssertTrue("\($0)".contains("room for 64 floats"), "\($0)")
+        }
+    }
+
+    func testHierarchicalSlicesAreEqualAndCacheLineSized() {
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 40, localSize: 2), 64)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 64, localSize: 2), 64)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 235_146, localSize: 3), 3 * 78_384)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 5, localSize: 1), 16)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 0, localSize: 4), 0)
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import LockstepComm
+import LockstepCore
+
+/// A fake multi-node world inside one process: every rank is a thread with its own `ThreadRankCommunicator`, nodes
+/// are groups of ranks (`nodeSizes[n]` ranks on node n, consecutive world ranks), node-shared memory is plain memory
+/// the node's threads all see. Only what hierarchical reduction needs is real: the int64 allreduce, node-shared
+/// segments, node barriers and sums over the ranks with the same local rank. Every collective is a world barrier,
+/// so all ranks must issue the same collectives, as with MPI.
+final class ThreadWorld: @unchecked Sendable {
+    let nodeSizes: [Int]
+    var size: Int { nodeSizes.reduce(0, +) }
+    private let condition = NSCondition()
+    private var arrived = 0
+    private var generation = 0
+    /// Per-rank exchange slots: the int64 contributions and buffer addresses of the collective in progress.
+    private var integers: [[Int64]]
+    private var buffers: [UnsafeMutableBufferPointer<Float>?]
+    /// Per-rank node-shared segments (one allocation per rank; a world allocates at most once per rank).
+    private var segments: [UnsafeMutablePointer<Float>?]
+    private var segmentCount = 0
+
+    init(nodeSizes: [Int]) {
+        self.nodeSizes = nodeSizes
+        let size = nodeSizes.reduce(0, +)
+        integers = [[Int64]](repeating: [], count: size)
+        buffers = [UnsafeMutableBufferPointer<Float>?](repeating: nil, count: size)
+        segments = [UnsafeMutablePointer<Float>?](repeating: nil, count: size)
+    }
+
+    deinit { for segment in segments { segment?.deallocate() } }
+
+    /// (node, local rank) of a world rank.
+    func place(of rank: Int) -> (node: Int, localRank: Int) {
+        var first = 0
+        for (node, count) in nodeSizes.enumerated() {
+            if rank < first + count { return (node, rank - first) }
+            first += count
+        }
+        preconditionFailure("rank \(rank) outside a world of \(size)")
+    }
+
+    /// World ranks on `node`.
+    func ranks(onNode node: Int) -> Range<Int> {
+        let first = nodeSizes[..<node].reduce(0, +)
+        return first..<(first + nodeSizes[node])
+    }
+
+    /// Runs `body` on one thread per rank and returns each rank's error (nil when it succeeded).
+    func run(_ body: @escaping @Sendable (ThreadRankCommunicator) throws -> Void) -> [String?] {
+        final class Results: @unchecked Sendable { var errors: [String?]; init(_ n: Int) { errors = .init(repeating: nil, count: n) } }
+        let results = Results(size)
+        let group = DispatchGroup()
+        let lock = NSLock()
+        for rank in 0..<size {
+            group.enter()
+            let thread = Thread { [self] in
+                defer { group.leave() }
+                do { try body(ThreadRankCommunicator(world: self, rank: rank)) } catch {
+                    lock.lock(); results.errors[rank] = "\(error)"; lock.unlock()
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        return results.errors
+    }
+
+    /// Every rank waits here until all have arrived.
+    func barrier() {
+        condition.lock()
+        let mine = generation
+        arrived += 1
+        if arrived == size {
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        } else {
+            while generation == mine { condition.wait() }
+        }
+        condition.unlock()
+    }
+
+    func allreduce(_ buffer: UnsafeMutableBufferPointer<Int64>, operation: ReduceOperation, rank: Int) {
+        condition.lock(); integers[rank] = Array(buffer); condition.unlock()
+        barrier()
+        condition.lock()
+        for index in buffer.indices {
+            let values = integers.map { $0[index] }
+            switch operation {
+            case .sum: buffer[index] = values.reduce(0, +)
+            case .min: buffer[index] = values.min()!
+            case .max: buffer[index] = values.max()!
+            }
+        }
+        condition.unlock()
+        barrier()
+    }
+
+    /// In-place sum over the ranks with `rank`'s local rank, in node order.
+    func sumAcrossNodes(_ buffer: UnsafeMutableBufferPointer<Float>, rank: Int) {
+        condition.lock(); buffers[rank] = buffer; condition.unlock()
+        barrier()
+        let localRank = place(of: rank).localRank
+        condition.lock()
+        let peers = nodeSizes.indices.filter { nodeSizes[$0] > localRank }.map { buffers[ranks(onNode: $0).lowerBound + localRank]! }
+        condition.unlock()
+        let total = (0..<buffer.count).map { index in peers.dropFirst().reduce(peers[0][index]) { $0 + $1[index] } }
+        barrier()  // every peer has read every buffer before any is overwritten
+        for index in buffer.indices { buffer[index] = total[index] }
+        barrier()
+    }
+
+    /// Segments of `count` floats for the ranks of `rank`'s node, indexed by local rank.
+    func allocateShared(count: Int, rank: Int) -> (local: UnsafeMutablePointer<Float>, segments: [UnsafeMutablePointer<Float>]) {
+        let mine = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        mine.initialize(repeating: 0, count: count)
+        condition.lock(); segments[rank] = mine; condition.unlock()
+        barrier()
+        condition.lock()
+        let node = place(of: rank).node
+        let all = ranks(onNode: node).map { segments[$0]! }
+        condition.unlock()
+        barrier()
+        return (mine, all)
+    }
+}
+
+/// One rank of a `ThreadWorld`; collectives the reducer does not use are left unimplemented.
+final class ThreadRankCommunicator: Communicator, @unchecked Sendable {
+    let world: ThreadWorld
+    let rank: Int
+    var size: Int { world.size }
+    var localRank: Int { world.place(of: rank).localRank }
+    var localSize: Int { world.nodeSizes[world.place(of: rank).node] }
+    var threadLevel: ThreadLevel { .multiple }
+    let recorder = FlightRecorder(capacity: 64)
+
+    init(world: ThreadWorld, rank: Int) { self.world = world; self.rank = rank }
+
+    var sequenceNumber: UInt64 { recorder.sequenceNumber }
+    func recentCollectives(limit: Int) -> [String] { recorder.recentLines(limit: limit) }
+
+    private func unsupported(_ name: String) -> CommunicationError {
+        CommunicationError(operation: name, rank: rank, message: "not part of the thread world fake")
+    }
+
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws { throw unsupported("allreduceSum float32") }
+    func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, at site: CallSite) throws { throw unsupported("allreduceSum float64") }
+
+    func allreduce(_ buffer: UnsafeMutableBufferPointer<Int64>, operation: ReduceOperation, at site: CallSite) throws {
+        recorder.record(.allreduceMax, .int64, count: buffer.count, at: site)
+        world.allreduce(buffer, operation: operation, rank: rank)
+    }
+
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int, at site: CallSite) throws { throw unsupported("broadcast") }
+    func allgather(send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, at site: CallSite) throws { throw unsupported("allgather") }
+    func barrier(at site: CallSite) throws { world.barrier() }
+    func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, at site: CallSite) throws -> PendingReduction {
+        throw unsupported("startAllreduceSum")
+    }
+
+    func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
+        recorder.record(.sharedAllocate, .float32, count: floatCount, at: site)
+        let (local, segments) = world.allocateShared(count: floatCount, rank: rank)
+        return NodeSharedFloats(count: floatCount, local: local, segments: segments) { [world, recorder] site in
+            recorder.record(.sharedBarrier, .none, count: 0, at: site)
+            world.barrier()
+        }
+    }
+
+    func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup? {
+        recorder.record(.splitAcrossNodes, .none, count: 0, at: site)
+        world.barrier()
+        let (node, localRank) = world.place(of: rank)
+        let members = world.nodeSizes.filter { $0 > localRank }.count
+        let position = world.nodeSizes[..<node].filter { $0 > localRank }.count
+        return CrossNodeGroup(size: members, nodeIndex: position) { [world, recorder, rank] buffer, site in
+            recorder.record(.allreduceSumAcrossNodes, .float32, count: buffer.count, at: site)
+            world.sumAcrossNodes(buffer, rank: rank)
+        }
+    }
+
+    func abort(code: Int32) -> Never { fatalError("thread world abort \(code)") }
+    func finalize() throws {}
+}
