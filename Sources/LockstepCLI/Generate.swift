@@ -102,7 +102,7 @@ extension Session {
         return (try TrainingConfig.parse(yaml: text, source: checkpointPath, overrides: overrides), file)
     }
 
-    /// `lockstep predict`: the model of a checkpoint on the samples of `inputPath` (IDX images, a PGM image or CSV
+    /// `lockstep predict`: the model of a checkpoint on the samples of `inputPath` (IDX images, a PGM or PNG image, CSV
     /// rows), normalized as in training; prints class probabilities (softmax, or sigmoid for BCE; raw outputs for
     /// regression) as CSV or JSON lines on rank 0.
     public func predict(checkpointPath: String, configPath: String?, overrides: [String], inputPath: String, jsonLines: Bool) throws {

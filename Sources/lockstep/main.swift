@@ -81,12 +81,12 @@ struct Evaluate: ParsableCommand {
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Class probabilities of a checkpoint's model for new samples (IDX images, a PGM image or CSV rows).")
+        abstract: "Class probabilities of a checkpoint's model for new samples (IDX images, a PGM or PNG image, CSV rows).")
 
     @Option(name: .long, help: "A Lockstep checkpoint (.safetensors file or checkpoint directory).")
     var checkpoint: String
 
-    @Option(name: .long, help: "Samples: an IDX image file (*-idx3-ubyte[.gz]), a .pgm image or a .csv of feature rows.")
+    @Option(name: .long, help: "Samples: an IDX image file (*-idx3-ubyte[.gz]), a .pgm or .png image, or a .csv of feature rows.")
     var input: String
 
     @Option(name: .long, help: "YAML config (default: the one stored in the checkpoint).")
