@@ -101,9 +101,9 @@ public final class Trainer {
     public var observer: StepObserver?
     /// Whether early stopping ended the run (the monitored metric stopped improving).
     public internal(set) var stoppedEarly = false
-    /// Early stopping's best value so far and the epoch it came from, and epochs since.
-    private var best: (value: Double, epoch: Int)?
-    private var epochsWithoutImprovement = 0
+    /// Early stopping's best value so far and the epoch it came from, and epochs since (checkpointed).
+    var best: (value: Double, epoch: Int)?
+    var epochsWithoutImprovement = 0
 
     /// Whether the run ended early because a rank received SIGINT/SIGTERM (every rank stopped at the same step).
     public internal(set) var stoppedOnRequest = false

@@ -67,7 +67,8 @@ extension Trainer {
     /// checkpoint; every rank learns the outcome together (so a bad checkpoint stops all ranks with rank 0's message,
     /// before any work).
     func prepareCheckpoints() throws {
-        var position: [Int64] = [0, 0, 0, 0, 0]  // step, epoch, epoch position, optimizer steps, skipped
+        // step, epoch, epoch position, optimizer steps, skipped, early stopping: best epoch (0 none), best bits, wait
+        var position: [Int64] = [0, 0, 0, 0, 0, 0, 0, 0]
         try communicator.rootActs("prepare checkpoints") {
             if let directory = checkpoints.directory {
                 let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
@@ -91,6 +92,8 @@ extension Trainer {
         try position.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
         step = Int(position[0]); epoch = Int(position[1]); epochPosition = Int(position[2])
         optimizer.stepCount = Int(position[3]); skippedSteps = Int(position[4])
+        best = position[5] > 0 ? (Double(bitPattern: UInt64(bitPattern: position[6])), Int(position[5])) : nil
+        epochsWithoutImprovement = Int(position[7])
         lastSavedStep = checkpoints.resume != nil && step > 0 ? step : -1
     }
 
@@ -124,9 +127,13 @@ extension Trainer {
         if let saved = file.metadata[CheckpointMetadataKey.worldSize], saved != String(communicator.size) {
             log("resume: written on \(saved) ranks, resuming on \(communicator.size); data continues at the same global position")
         }
+        // Early stopping continues where it was: the best value (exact bits) and the epochs since it.
+        let bestEpoch = file.metadata["early_stopping_best_epoch"].flatMap { Int64($0) } ?? 0
+        let bestBits = file.metadata["early_stopping_best"].flatMap { UInt64($0, radix: 16) }.map { Int64(bitPattern: $0) } ?? 0
+        let wait = file.metadata["early_stopping_wait"].flatMap { Int64($0) } ?? 0
         return [try number(CheckpointMetadataKey.step), try number(CheckpointMetadataKey.epoch),
                 try number(CheckpointMetadataKey.epochPosition), try number(CheckpointMetadataKey.optimizerStep),
-                try number("skipped_steps")]
+                try number("skipped_steps"), bestEpoch, bestBits, wait]
     }
 
     /// Rank 0 writes a checkpoint of this step atomically; the others wait for its outcome, so the checkpoint
@@ -143,7 +150,7 @@ extension Trainer {
                                      offset: $0.offset - trainableOffset, count: $0.count)
                     }
                 }
-                let metadata: [String: String] = [
+                var metadata: [String: String] = [
                     CheckpointMetadataKey.step: String(step), CheckpointMetadataKey.epoch: String(epoch),
                     CheckpointMetadataKey.epochPosition: String(epochPosition),
                     CheckpointMetadataKey.optimizerStep: String(optimizer.stepCount),
@@ -156,6 +163,11 @@ extension Trainer {
                     "optimizer": optimizer.kind, "skipped_steps": String(skippedSteps),
                     "per_rank_batch": String(perRankBatch), "global_batch": String(globalBatch),
                 ]
+                if let best {
+                    metadata["early_stopping_best"] = String(best.value.bitPattern, radix: 16)
+                    metadata["early_stopping_best_epoch"] = String(best.epoch)
+                    metadata["early_stopping_wait"] = String(epochsWithoutImprovement)
+                }
                 let written = try store.write(step: step, tensors: tensors, metadata: metadata)
                 for warning in written.warnings { log("checkpoint: \(warning)") }
             } catch {

@@ -161,6 +161,20 @@ extension ToolboxTests {
         let inspection = try MPIRun.run(ranks: 0, ["checkpoint", "inspect", checkpoints + "/best.safetensors"])
         XCTAssertTrue(inspection.stdout.contains("checksum: OK"), inspection.stdout)
         XCTAssertTrue(inspection.stdout.contains("step: \(bestEpoch * 24)"), "best.safetensors is epoch \(bestEpoch) (24 steps each): \(inspection.stdout)")
+        // Interrupted one epoch after the best (max_steps) and resumed: early stopping continues from the checkpointed
+        // best and wait, so it stops at the same epoch with the same best as the uninterrupted run (a fresh start
+        // would take the next epoch as its first best and stop two epochs later).
+        let interrupted = directory + "/interrupted"
+        let common = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=4096",
+                      "--set", "data.validation_split=0.25", "--set", "training.early_stopping.patience=2",
+                      "--set", "training.early_stopping.min_delta=0.002", "--set", "optimizer.lr=0.1", "--set", "schedule.type=constant",
+                      "--set", "schedule.warmup_epochs=0", "--checkpoint-dir", interrupted]
+        let first = try MPIRun.run(ranks: 2, common + ["--set", "training.epochs=40", "--set", "training.max_steps=\((bestEpoch + 1) * 24)"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let resumed = try MPIRun.run(ranks: 2, common + ["--set", "training.epochs=40", "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains(String(stop)), "resumed: \(resumed.stdout)\nuninterrupted: \(stop)")
+
         let bad = try MPIRun.run(ranks: 0, ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "training.early_stopping.patience=2"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.stderr.contains("key 'training.early_stopping.metric': validation_loss needs data.validation_split"), bad.stderr)
