@@ -58,9 +58,6 @@ extension TrainingConfig {
         let options = trainingOptions(checkpoints: checkpoints)
         let stepsPerEpoch = Trainer.stepsPerEpoch(samples: train.count, worldSize: communicator.size, options: options)
         let schedule = makeSchedule(stepsPerEpoch: stepsPerEpoch, globalBatch: batchSize * communicator.size * accumulationSteps)
-        guard frozenLayers < model.layers.count else {
-            throw ConfigError("key 'model.freeze': freezing all \(model.layers.count) layers leaves nothing to train")
-        }
         let trainable = Trainer.trainableParameterCount(of: model, frozenLayers: frozenLayers)
         return try Trainer(model: model, loss: loss, optimizer: Self.makeOptimizer(optimizer, parameterCount: trainable),
                            schedule: schedule, data: TrainingData(train: train, test: test), options: options,

@@ -561,23 +561,30 @@ public final class Trainer {
 
     /// Evaluates `dataset` (same sample shape as the test set) sharded over ranks. Collective.
     public func evaluate(_ dataset: Dataset) throws -> Evaluation {
-        let world = communicator.size, rank = communicator.rank
-        let n = dataset.count
-        let begin = n * rank / world, end = n * (rank + 1) / world
         let width = model.outputWidth
         var sums = [0.0, 0.0, 0.0]  // loss sum, correct, count
-        var position = begin
+        forEachShardBatch(of: dataset) { output, targets, count in
+            sums[0] += Double(loss.forward(output: output, targets: targets, batch: count, width: width)) * Double(count)
+            sums[1] += loss.correctCount(output: output, targets: targets, batch: count, width: width) ?? 0
+            sums[2] += Double(count)
+        }
+        try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+        return Evaluation(loss: sums[0] / max(sums[2], 1), accuracy: loss.measuresAccuracy ? sums[1] / max(sums[2], 1) : nil)
+    }
+
+    /// Runs the model (inference mode) on this rank's 1/W share of `dataset`, in evaluation-sized batches, and hands
+    /// each batch's outputs, targets and size to `body`.
+    private func forEachShardBatch(of dataset: Dataset, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) {
+        let world = communicator.size, rank = communicator.rank
+        var position = dataset.count * rank / world
+        let end = dataset.count * (rank + 1) / world
         while position < end {
             let count = min(options.evaluationBatchSize, end - position)
             dataset.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
             let output = model.forward(evaluationFeatures.pointer, batch: count, context: LayerContext(training: false))
-            sums[0] += Double(loss.forward(output: output, targets: evaluationTargets.pointer, batch: count, width: width)) * Double(count)
-            sums[1] += loss.correctCount(output: output, targets: evaluationTargets.pointer, batch: count, width: width) ?? 0
-            sums[2] += Double(count)
+            body(output, evaluationTargets.pointer, count)
             position += count
         }
-        try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
-        return Evaluation(loss: sums[0] / max(sums[2], 1), accuracy: loss.measuresAccuracy ? sums[1] / max(sums[2], 1) : nil)
     }
 
     /// Confusion matrix and per-class precision, recall and F1 over the whole test set, counted on every rank's
@@ -586,19 +593,12 @@ public final class Trainer {
         guard loss.measuresAccuracy else { return nil }
         let binary = loss is BCEWithLogitsLoss
         var report = ClassificationReport(classCount: binary ? 2 : model.outputWidth)
-        let n = data.test.count, world = communicator.size, rank = communicator.rank
-        var position = n * rank / world
-        let end = n * (rank + 1) / world
-        while position < end {
-            let count = min(options.evaluationBatchSize, end - position)
-            data.test.gather(position..<(position + count), features: evaluationFeatures.pointer, targets: evaluationTargets.pointer)
-            let output = model.forward(evaluationFeatures.pointer, batch: count, context: LayerContext(training: false))
+        forEachShardBatch(of: data.test) { output, targets, count in
             if binary {
-                report.add(binaryLogits: output, targets: evaluationTargets.pointer, count: count * model.outputWidth)
+                report.add(binaryLogits: output, targets: targets, count: count * model.outputWidth)
             } else {
-                report.add(logits: output, targets: evaluationTargets.pointer, batch: count)
+                report.add(logits: output, targets: targets, batch: count)
             }
-            position += count
         }
         var counts = report.counts
         try counts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
