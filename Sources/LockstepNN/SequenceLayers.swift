@@ -313,21 +313,37 @@ public final class GELU: Layer {
         GELU.backward(input, outputGradient, inputGradient, count: batch * width)
     }
 
-    /// y = gelu(x) elementwise (shared with the Transformer block).
+    /// y = gelu(x) elementwise (shared with the Transformer block); tanh from FastMath, 4 lanes at a time.
     static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let v = x[i]
-            y[i] = 0.5 * v * (1 + tanhf(c * (v + 0.044715 * v * v * v)))
+        FastMath.map(x, into: y, count: count) { v in
+            let inner: SIMD4<Float> = c * (v + 0.044715 * v * v * v)
+            return 0.5 * v * (1 + FastMath.tanh(inner))
         }
     }
 
-    /// dx = dy · gelu'(x) elementwise.
+    /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`.
     static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let v = x[i]
-            let th = tanhf(c * (v + 0.044715 * v * v * v))
-            let derivative = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * c * (1 + 3 * 0.044715 * v * v)
-            dx[i] = dy[i] * derivative
+        @inline(__always) func derivative(_ v: SIMD4<Float>) -> SIMD4<Float> {
+            let square: SIMD4<Float> = v * v
+            let inner: SIMD4<Float> = c * (v + 0.044715 * square * v)
+            let th = FastMath.tanh(inner)
+            let innerSlope: SIMD4<Float> = c * (1 + 3 * 0.044715 * square)
+            let outer: SIMD4<Float> = 0.5 * (1 + th)
+            return outer + 0.5 * v * (1 - th * th) * innerSlope
+        }
+        var i = 0
+        while i + 4 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
+            let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: g * derivative(v), as: SIMD4<Float>.self)
+            i += 4
+        }
+        // The tail through the same lanes (zero-padded), so every element gets the same arithmetic.
+        if i < count {
+            var v = SIMD4<Float>(repeating: 0)
+            for lane in 0..<(count - i) { v[lane] = x[i + lane] }
+            let d = derivative(v)
+            for lane in 0..<(count - i) { dx[i + lane] = dy[i + lane] * d[lane] }
         }
     }
 }
