@@ -127,12 +127,23 @@ public enum Bench {
         for (index, layer) in model.layers.enumerated() {
             let output = model.shapes[index]
             let inputGradient = index > model.firstLayerWithParameters
-            if let linear = layer as? Linear {
+            if let (i, o) = linearDimensions(layer) {
                 let rows = batch * (output.count > 1 ? output.dropLast().reduce(1, *) : 1)
-                let (i, o) = (linear.inputDimensions, linear.outputDimensions)
                 shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))
                 shapes.append(GemmShape(transposeA: true, transposeB: false, m: o, n: i, k: rows, repeats: 1))
                 if inputGradient { shapes.append(GemmShape(transposeA: false, transposeB: false, m: rows, n: i, k: o, repeats: 1)) }
+            } else if let block = layer as? TransformerBlock, output.count == 2 {
+                shapes += attentionShapes(dimensions: block.dimensions, heads: block.heads, time: output[0], batch: batch,
+                                          inputGradient: true)
+                let rows = batch * output[0]
+                for (i, o) in [(block.dimensions, block.mlpDimensions), (block.mlpDimensions, block.dimensions)] {
+                    shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))
+                    shapes.append(GemmShape(transposeA: true, transposeB: false, m: o, n: i, k: rows, repeats: 1))
+                    shapes.append(GemmShape(transposeA: false, transposeB: false, m: rows, n: i, k: o, repeats: 1))
+                }
+            } else if let attention = layer as? MultiHeadSelfAttention, output.count == 2 {
+                shapes += attentionShapes(dimensions: attention.dimensions, heads: attention.heads, time: output[0], batch: batch,
+                                          inputGradient: inputGradient)
             } else if let conv = layer as? Conv2D, output.count == 3 {
                 let pixels = output[1] * output[2], patch = conv.inputChannels * conv.kernelSize.height * conv.kernelSize.width
                 shapes.append(GemmShape(transposeA: false, transposeB: false, m: conv.outputChannels, n: pixels, k: patch, repeats: batch))
@@ -142,6 +153,32 @@ public enum Bench {
                 }
             }
         }
+        return shapes
+    }
+
+    /// (input, output) features of a Linear or SequenceLinear: the same GEMMs over batch × positions rows.
+    static func linearDimensions(_ layer: Layer) -> (Int, Int)? {
+        if let linear = layer as? Linear { return (linear.inputDimensions, linear.outputDimensions) }
+        if let linear = layer as? SequenceLinear { return (linear.inputDimensions, linear.outputDimensions) }
+        return nil
+    }
+
+    /// MultiHeadSelfAttention's GEMMs: the QKV and output projections over all rows, and per sample and head the
+    /// scores Q·Kᵀ and P·V forward, dP, dV, dQ, dK backward (full T×T, as called: the causal mask zeroes, not skips).
+    static func attentionShapes(dimensions d: Int, heads: Int, time t: Int, batch: Int, inputGradient: Bool) -> [GemmShape] {
+        let rows = batch * t, dh = d / heads, pairs = batch * heads
+        var shapes = [GemmShape(transposeA: false, transposeB: true, m: rows, n: 3 * d, k: d, repeats: 1),
+                      GemmShape(transposeA: false, transposeB: true, m: t, n: t, k: dh, repeats: pairs),
+                      GemmShape(transposeA: false, transposeB: false, m: t, n: dh, k: t, repeats: pairs),
+                      GemmShape(transposeA: false, transposeB: true, m: rows, n: d, k: d, repeats: 1),
+                      GemmShape(transposeA: true, transposeB: false, m: d, n: d, k: rows, repeats: 1),
+                      GemmShape(transposeA: false, transposeB: false, m: rows, n: d, k: d, repeats: 1),
+                      GemmShape(transposeA: false, transposeB: true, m: t, n: t, k: dh, repeats: pairs),
+                      GemmShape(transposeA: true, transposeB: false, m: t, n: dh, k: t, repeats: pairs),
+                      GemmShape(transposeA: false, transposeB: false, m: t, n: dh, k: t, repeats: pairs),
+                      GemmShape(transposeA: true, transposeB: false, m: t, n: dh, k: t, repeats: pairs),
+                      GemmShape(transposeA: true, transposeB: false, m: 3 * d, n: d, k: rows, repeats: 1)]
+        if inputGradient { shapes.append(GemmShape(transposeA: false, transposeB: false, m: rows, n: d, k: 3 * d, repeats: 1)) }
         return shapes
     }
 

@@ -29,12 +29,19 @@ public struct FlopCount: Sendable, Equatable {
         for (index, layer) in model.layers.enumerated() {
             let output = model.shapes[index]
             var macs = 0.0
-            if let linear = layer as? Linear {
+            if let (inputs, outputs) = Bench.linearDimensions(layer) {
                 // Sequence inputs [time, features] apply the layer at every step.
                 let positions = output.count > 1 ? output.dropLast().reduce(1, *) : 1
-                macs = Double(positions * linear.inputDimensions * linear.outputDimensions)
+                macs = Double(positions * inputs * outputs)
             } else if let conv = layer as? Conv2D, output.count == 3 {
                 macs = Double(output[0] * output[1] * output[2] * conv.inputChannels * conv.kernelSize.height * conv.kernelSize.width)
+            } else if let block = layer as? TransformerBlock, output.count == 2 {
+                // Attention (projections 4·D², scores and P·V 2·T·D per position) plus the MLP's two Linear layers.
+                let (t, d, m) = (output[0], block.dimensions, block.mlpDimensions)
+                macs = Double(t * (4 * d * d + 2 * t * d + 2 * d * m))
+            } else if let attention = layer as? MultiHeadSelfAttention, output.count == 2 {
+                let (t, d) = (output[0], attention.dimensions)
+                macs = Double(t * (4 * d * d + 2 * t * d))
             } else {
                 if !layer.parameterSpecs.isEmpty { seenParameters = true }
                 continue

@@ -159,6 +159,8 @@ public final class TransformerBlock: Layer {
     public let mlpDimensions: Int
     /// Whether the MLP uses GELU (else ReLU).
     public let usesGELU: Bool
+    /// Attention heads.
+    public var heads: Int { attention.heads }
     private let norm1: LayerNorm, attention: MultiHeadSelfAttention, norm2: LayerNorm
     private let expand: Linear, contract: Linear
     private var time = 0

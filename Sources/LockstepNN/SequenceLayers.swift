@@ -169,6 +169,8 @@ public final class SequenceLinear: Layer {
                         initializer: initializer ?? .uniform(bound: 1 / Float(inputDimensions).squareRoot()))
     }
 
+    /// Features per input step.
+    public var inputDimensions: Int { linear.inputDimensions }
     /// Features per output step.
     public var outputDimensions: Int { linear.outputDimensions }
     public var parameterSpecs: [ParameterSpec] { linear.parameterSpecs }

@@ -117,6 +117,24 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(cnnFlops.backward, 2 * convMACs + 4 * linearMACs)
     }
 
+    func testTransformerFlopsMatchTheGEMMsItCalls() throws {
+        let (t, d, m, vocabulary, batch) = (16, 32, 64, 50, 4)
+        let model = try Sequential([Embedding(vocabularySize: vocabulary, dimensions: d), TransformerBlock(dimensions: d, heads: 4, mlpDimensions: m),
+                                    SequenceLinear(inputDimensions: d, outputDimensions: vocabulary)], inputShape: [t])
+        let flops = FlopCount(model: model)
+        let blockMACs = Double(t * (4 * d * d + 2 * t * d + 2 * d * m)), headMACs = Double(t * d * vocabulary)
+        XCTAssertEqual(flops.forward, 2 * (blockMACs + headMACs))
+        XCTAssertEqual(flops.backward, 4 * (blockMACs + headMACs))
+        // The GEMMs bench train times for the sgemm limit are exactly these FLOPs, here and for the MLP and CNN.
+        for model in [model, try Sequential([Flatten(), Linear(inputDimensions: 784, outputDimensions: 64), ReLU(),
+                                             Linear(inputDimensions: 64, outputDimensions: 10)], inputShape: [1, 28, 28]),
+                      try Sequential([Conv2D(inputChannels: 1, outputChannels: 8, kernelSize: 3, padding: 1), ReLU(), Flatten(),
+                                      Linear(inputDimensions: 8 * 28 * 28, outputDimensions: 10)], inputShape: [1, 28, 28])] {
+            let gemmFlops = Bench.gemmShapes(model: model, batch: batch).reduce(0) { $0 + $1.flops }
+            XCTAssertEqual(gemmFlops, FlopCount(model: model).total * Double(batch), accuracy: 1e-6 * gemmFlops)
+        }
+    }
+
     func testByteParsingAndSizes() throws {
         XCTAssertEqual(try AllreduceBench.parseBytes("64MiB"), 64 << 20)
         XCTAssertEqual(try AllreduceBench.parseBytes("16k"), 16 << 10)
