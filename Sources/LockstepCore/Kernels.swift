@@ -97,26 +97,61 @@ public enum Kernels {
     /// without changing the result. exp runs 4 lanes at a time (FastMath): libm's expf was a call per element.
     @inline(__always)
     public static func softmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-        var maximum = x[0]
-        for c in 1..<count { maximum = max(maximum, x[c]) }
-        let shift = SIMD4<Float>(repeating: maximum)
+        let full = count & ~3
+        let shift = SIMD4<Float>(repeating: maximum(x, count: count))
         var sums = SIMD4<Float>(repeating: 0)
-        var c = 0
-        while c + 4 <= count {
+        for c in stride(from: 0, to: full, by: 4) {
             let e = FastMath.exp(UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self) - shift)
             UnsafeMutableRawPointer(y + c).storeBytes(of: e, as: SIMD4<Float>.self)
             sums += e
-            c += 4
         }
         var sum = sums.sum()
-        if c < count {
+        if full < count {
             var tail = shift
-            for lane in 0..<(count - c) { tail[lane] = x[c + lane] }
+            for lane in 0..<(count - full) { tail[lane] = x[full + lane] }
             let e = FastMath.exp(tail - shift)
-            for lane in 0..<(count - c) { y[c + lane] = e[lane]; sum += e[lane] }
+            for lane in 0..<(count - full) { y[full + lane] = e[lane]; sum += e[lane] }
         }
-        let inverse = 1 / sum
-        for c in 0..<count { y[c] *= inverse }
+        let inverse = SIMD4<Float>(repeating: 1 / sum)
+        for c in stride(from: 0, to: full, by: 4) {
+            let v = UnsafeRawPointer(y + c).loadUnaligned(as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(y + c).storeBytes(of: v * inverse, as: SIMD4<Float>.self)
+        }
+        for c in full..<count { y[c] *= inverse[0] }
+    }
+
+    /// The largest of `count` ≥ 1 values, 4 lanes at a time (a NaN first value makes it NaN, as the result should be).
+    @inline(__always)
+    public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        let full = count & ~3
+        var maxima = SIMD4<Float>(repeating: x[0])
+        for c in stride(from: 0, to: full, by: 4) {
+            let v = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self)
+            maxima = maxima.replacing(with: v, where: v .> maxima)
+        }
+        var result = maxima.max()
+        for c in full..<count where x[c] > result { result = x[c] }
+        return result
+    }
+
+    /// log Σ exp(x) over `count` values, stable (the maximum is factored out), exp 4 lanes at a time.
+    @inline(__always)
+    public static func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        let full = count & ~3
+        let largest = maximum(x, count: count)
+        let shift = SIMD4<Float>(repeating: largest)
+        var sums = SIMD4<Float>(repeating: 0)
+        for c in stride(from: 0, to: full, by: 4) {
+            sums += FastMath.exp(UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self) - shift)
+        }
+        var sum = sums.sum()
+        if full < count {
+            var tail = shift
+            for lane in 0..<(count - full) { tail[lane] = x[full + lane] }
+            let e = FastMath.exp(tail - shift)
+            for lane in 0..<(count - full) { sum += e[lane] }
+        }
+        return logf(sum) + largest
     }
 
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.

@@ -95,7 +95,7 @@ public final class Tanh: Layer {
     public func plan(batchSize: Int, inputShape: [Int]) { width = inputShape.reduce(1, *) }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
-        for i in 0..<(batch * width) { output[i] = tanhf(input[i]) }
+        FastMath.map(input, into: output, count: batch * width, FastMath.tanh)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,

@@ -58,11 +58,7 @@ enum CrossEntropyRows {
         var total: Double = 0
         for r in 0..<rows {
             let row = output + r * n
-            var maximum = row[0]
-            for c in 1..<n { maximum = max(maximum, row[c]) }
-            var sum: Float = 0
-            for c in 0..<n { sum += expf(row[c] - maximum) }
-            total += Double(logf(sum) + maximum - row[label(targets[r], classes: n, loss: loss)])
+            total += Double(Kernels.logSumExp(row, count: n) - row[label(targets[r], classes: n, loss: loss)])
         }
         return total
     }
@@ -72,12 +68,8 @@ enum CrossEntropyRows {
                          rows: Int, classes n: Int, factor: Float, loss: String) {
         for r in 0..<rows {
             let row = output + r * n, g = gradient + r * n
-            var maximum = row[0]
-            for c in 1..<n { maximum = max(maximum, row[c]) }
-            var sum: Float = 0
-            for c in 0..<n { let e = expf(row[c] - maximum); g[c] = e; sum += e }
-            let inverse = factor / sum
-            for c in 0..<n { g[c] *= inverse }
+            Kernels.softmax(row, into: g, count: n)
+            for c in 0..<n { g[c] *= factor }
             g[label(targets[r], classes: n, loss: loss)] -= factor
         }
     }

@@ -315,23 +315,31 @@ public final class GELU: Layer {
         GELU.backward(input, outputGradient, inputGradient, count: batch * width)
     }
 
-    /// y = gelu(x) elementwise (shared with the Transformer block); tanh from FastMath, 4 lanes at a time.
+    /// y = gelu(x) elementwise (shared with the Transformer block), 4 lanes at a time. 0.5·(1 + tanh(u)) is the
+    /// logistic σ(2u), so y = x / (1 + e^(−2u)): one exp and one division per element, no tanh.
     static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        FastMath.map(x, into: y, count: count) { v in
-            let inner: SIMD4<Float> = c * (v + 0.044715 * v * v * v)
-            return 0.5 * v * (1 + FastMath.tanh(inner))
+        var i = 0
+        while i + 4 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: v * gate(v), as: SIMD4<Float>.self)
+            i += 4
+        }
+        // The tail through the same lanes (zero-padded), so every element gets the same arithmetic.
+        if i < count {
+            var v = SIMD4<Float>(repeating: 0)
+            for lane in 0..<(count - i) { v[lane] = x[i + lane] }
+            let result = v * gate(v)
+            for lane in 0..<(count - i) { y[i + lane] = result[lane] }
         }
     }
 
-    /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`.
+    /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`. With s = σ(2u): gelu'(x) = s + 2·x·s·(1 − s)·u'(x).
     static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
         @inline(__always) func derivative(_ v: SIMD4<Float>) -> SIMD4<Float> {
-            let square: SIMD4<Float> = v * v
-            let inner: SIMD4<Float> = c * (v + 0.044715 * square * v)
-            let th = FastMath.tanh(inner)
-            let innerSlope: SIMD4<Float> = c * (1 + 3 * 0.044715 * square)
-            let outer: SIMD4<Float> = 0.5 * (1 + th)
-            return outer + 0.5 * v * (1 - th * th) * innerSlope
+            let s = gate(v)
+            let slope: SIMD4<Float> = c * (1 + 3 * 0.044715 * v * v)
+            let spread: SIMD4<Float> = 2 * v * s * (1 - s)
+            return s + spread * slope
         }
         var i = 0
         while i + 4 <= count {
@@ -340,12 +348,18 @@ public final class GELU: Layer {
             UnsafeMutableRawPointer(dx + i).storeBytes(of: g * derivative(v), as: SIMD4<Float>.self)
             i += 4
         }
-        // The tail through the same lanes (zero-padded), so every element gets the same arithmetic.
         if i < count {
             var v = SIMD4<Float>(repeating: 0)
             for lane in 0..<(count - i) { v[lane] = x[i + lane] }
             let d = derivative(v)
             for lane in 0..<(count - i) { dx[i + lane] = dy[i + lane] * d[lane] }
         }
+    }
+
+    /// σ(2u) = 0.5·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³).
+    @inline(__always)
+    private static func gate(_ v: SIMD4<Float>) -> SIMD4<Float> {
+        let u: SIMD4<Float> = c * (v + 0.044715 * v * v * v)
+        return 1 / (1 + FastMath.exp(-2 * u))
     }
 }

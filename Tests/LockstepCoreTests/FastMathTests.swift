@@ -41,4 +41,21 @@ final class FastMathTests: XCTestCase {
             XCTAssertEqual(whole[i].bitPattern, FastMath.tanh(SIMD4(repeating: value))[0].bitPattern, "element \(i)")
         }
     }
+
+    /// Softmax, maximum and log-sum-exp against Double references on rows of every length 1…19 (full lanes and tails).
+    func testSoftmaxAndLogSumExpMatchDoubleReferences() {
+        var rng = SystemRandomNumberGenerator()
+        for count in 1..<20 {
+            let row = (0..<count).map { _ in Float.random(in: -30...30, using: &rng) }
+            let largest = Double(row.max()!)
+            let denominator = row.reduce(0.0) { $0 + Foundation.exp(Double($1) - largest) }
+            var y = [Float](repeating: 0, count: count)
+            Kernels.softmax(row, into: &y, count: count)
+            for (value, p) in zip(row, y) {
+                XCTAssertEqual(Double(p), Foundation.exp(Double(value) - largest) / denominator, accuracy: 1e-6, "count \(count)")
+            }
+            XCTAssertEqual(Kernels.maximum(row, count: count), row.max()!)
+            XCTAssertEqual(Double(Kernels.logSumExp(row, count: count)), Foundation.log(denominator) + largest, accuracy: 1e-5)
+        }
+    }
 }
