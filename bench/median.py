@@ -46,6 +46,9 @@ def main(runs):
         ("fashion-mlp 2×1 / PyTorch 1×2", 3.0, lambda o, t: o[("fashion-mlp/weak", 2)]["samples_per_second"] / t[("fashion-mlp", 1, 2)]),
         ("fashion-cnn 2×1 share of the sgemm limit", 0.6, limit("fashion-cnn/weak")),
         ("fashion-mlp 2×1 share of the sgemm limit", 0.7, limit("fashion-mlp/weak")),
+        ("text-transformer 2×1 / best PyTorch 1-node (tokens/s)", 1.5,
+         lambda o, t: o[("text-transformer/weak", 2)]["samples_per_second"] / best_torch("text-transformer")(t)),
+        ("fashion-cnn-bn weak-scaling efficiency 1→2", 0.9, lambda o, t: o[("fashion-cnn-bn/weak", 2)]["efficiency"]),
         ("fashion-mlp weak-scaling efficiency 1→2", 0.9, lambda o, t: o[("fashion-mlp/weak", 2)]["efficiency"]),
         ("fashion-cnn weak-scaling efficiency 1→2", 0.9, lambda o, t: o[("fashion-cnn/weak", 2)]["efficiency"]),
     ]

@@ -214,6 +214,18 @@ def main():
             md.append(f"| {t['config']} | {t['world_size']} × {t['threads_per_process']} | {t['per_rank_batch']} | "
                       f"{t['samples_per_second']:.0f} | {t['torch_version']} |")
         md.append("")
+        # The ratio: Lockstep's best weak-scaling run (same per-process batch) over the best PyTorch run.
+        md += ["## Lockstep against the best PyTorch configuration (this run)", "",
+               "| config | Lockstep samples/s (ranks) | best PyTorch samples/s (processes × threads) | ratio |", "|---|---:|---:|---:|"]
+        for (config, mode), items in rows.items():
+            references = [t for t in torch if t["config"] == config]
+            if mode != "weak" or not items or not references:
+                continue
+            ours = max(items, key=lambda r: r["samples_per_second"])
+            best = max(references, key=lambda t: t["samples_per_second"])
+            md.append(f"| {config} | {ours['samples_per_second']:.0f} ({ours['ranks']}) | {best['samples_per_second']:.0f} "
+                      f"({best['world_size']} × {best['threads_per_process']}) | {ours['samples_per_second'] / best['samples_per_second']:.2f} |")
+        md.append("")
     projection = os.path.join(directory, "projection.md")
     if os.path.exists(projection):
         with open(projection) as f:
