@@ -190,6 +190,11 @@ extension ScalingProjection {
         out.append("| hosts × ranks | path | measured step ms | modelled step ms | error | measured hierarchical / flat | modelled |")
         out.append("|---|---|---:|---:|---:|---:|---:|")
         for (index, run) in runs.enumerated() {
+            // The fitted compute is per step at the first run's batch; other batches would need their own fit.
+            guard run.perRankBatch == first.perRankBatch else {
+                out.append("| \(run.nodes) × \(run.ranksPerNode) | (batch \(run.perRankBatch) per rank, not the fitted \(first.perRankBatch): fit it on its own) | | | | | |")
+                continue
+            }
             let modelled = [ReductionPath.flat, .hierarchical].map {
                 fit.stepSeconds($0, nodes: run.nodes, ranksPerNode: run.ranksPerNode, bytes: run.gradientBytes, cores: run.cores)
             }
