@@ -9,7 +9,7 @@ import LockstepTrain
 /// Besides the `Communicator` path (flight recorder, error checks) it times bare `MPI_Allreduce` calls
 /// (`MPICommunicator.rawAllreduceSum`): the difference is the Communicator's overhead. When every rank is on one
 /// node it also times the reducer's node-shared-memory path (`ReductionMode.sharedMemory`), which training uses there;
-/// across nodes with the same number (more than one) of ranks on each, the reducer's `.hierarchical` path.
+/// across nodes with the same number of ranks on each, the reducer's `.hierarchical` path.
 public enum AllreduceBench {
     /// One message size's result.
     public struct Row: Sendable {
@@ -72,7 +72,7 @@ public enum AllreduceBench {
         // Collective answer, so every rank times the hierarchical path or none does.
         let perNode = communicator.size > 1 ? try GradientReducer.ranksPerNode(communicator: communicator) : nil
         let nodeCount = perNode.map { communicator.size / $0 } ?? 1
-        let withinNode = shared == nil && (perNode ?? 1) > 1 && nodeCount > 1
+        let withinNode = shared == nil && perNode != nil && nodeCount > 1
             ? try communicator.allocateSharedWithinNode(floatCount: GradientReducer.hierarchicalSharedCount(
                 gradientCount: largest / 4, localSize: perNode!, nodeCount: nodeCount))
             : nil
