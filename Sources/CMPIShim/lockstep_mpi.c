@@ -197,12 +197,15 @@ int lockstep_mpi_split_across_nodes(lockstep_mpi_comm *comm, int *node_index, in
     return MPI_Comm_size(handle, node_count);
 }
 
-int lockstep_mpi_comm_allreduce_sum_float(lockstep_mpi_comm *comm, float *buffer, size_t count) {
-    CHECK_COUNT(count);
+int lockstep_mpi_comm_sendrecv_float(lockstep_mpi_comm *comm, const float *send, size_t send_count, int destination,
+                                     float *receive, size_t receive_count, int source) {
+    CHECK_COUNT(send_count);
+    CHECK_COUNT(receive_count);
     MPI_Comm handle;
     memcpy(&handle, comm->opaque, sizeof handle);
     if (handle == MPI_COMM_NULL) return MPI_ERR_COMM;
-    return MPI_Allreduce(MPI_IN_PLACE, buffer, (int)count, MPI_FLOAT, MPI_SUM, handle);
+    return MPI_Sendrecv(send, (int)send_count, MPI_FLOAT, destination, 0, receive, (int)receive_count, MPI_FLOAT,
+                        source, 0, handle, MPI_STATUS_IGNORE);
 }
 
 int lockstep_mpi_comm_free(lockstep_mpi_comm *comm) {

@@ -8,7 +8,8 @@ import LockstepTrain
 ///
 /// Besides the `Communicator` path (flight recorder, error checks) it times bare `MPI_Allreduce` calls
 /// (`MPICommunicator.rawAllreduceSum`): the difference is the Communicator's overhead. When every rank is on one
-/// node it also times the reducer's node-shared-memory path (`ReductionMode.sharedMemory`), which training uses there.
+/// node it also times the reducer's node-shared-memory path (`ReductionMode.sharedMemory`), which training uses there;
+/// across nodes with the same number of ranks on each, the reducer's `.hierarchical` path.
 public enum AllreduceBench {
     /// One message size's result.
     public struct Row: Sendable {
@@ -22,6 +23,8 @@ public enum AllreduceBench {
         public var rawSeconds: Double?
         /// The same for `GradientReducer` in `.sharedMemory` mode (nil unless every rank is on one node).
         public var sharedMemorySeconds: Double?
+        /// The same for `GradientReducer` in `.hierarchical` mode (nil unless ranks span nodes, several on each).
+        public var hierarchicalSeconds: Double? = nil
     }
 
     /// Sizes from `minimumBytes` to `maximumBytes` multiplying by `factor`, each rounded down to whole floats.
@@ -66,6 +69,13 @@ public enum AllreduceBench {
         buffer.zero()  // zeros stay zeros under summation: no overflow, no denormals
         let mpi = communicator as? MPICommunicator
         let shared = try communicator.allocateNodeShared(floatCount: largest / 4)
+        // Collective answer, so every rank times the hierarchical path or none does.
+        let perNode = communicator.size > 1 ? try GradientReducer.ranksPerNode(communicator: communicator) : nil
+        let nodeCount = perNode.map { communicator.size / $0 } ?? 1
+        let withinNode = shared == nil && perNode != nil && nodeCount > 1
+            ? try communicator.allocateSharedWithinNode(floatCount: GradientReducer.hierarchicalSharedCount(
+                gradientCount: largest / 4, localSize: perNode!, nodeCount: nodeCount))
+            : nil
         var rows: [Row] = []
         for bytes in sizes {
             let slice = UnsafeMutableBufferPointer(start: buffer.pointer, count: bytes / 4)
@@ -91,8 +101,17 @@ public enum AllreduceBench {
                     try reducer.finish()
                 }
             }
+            var viaHierarchy: Double?
+            if let withinNode {
+                withinNode.local.update(repeating: 0, count: withinNode.count)
+                let reducer = try GradientReducer(communicator: communicator, gradients: UnsafeMutableBufferPointer(start: withinNode.local, count: bytes / 4),
+                                                  layerStartOffsets: [0], mode: .hierarchical, shared: withinNode)
+                viaHierarchy = try communicator.timeCollective(trials: trials, warmup: warmupTrials, repetitions: repetitions) {
+                    try reducer.finish()
+                }
+            }
             rows.append(Row(bytes: bytes, repetitions: repetitions, communicatorSeconds: viaCommunicator, rawSeconds: raw,
-                            sharedMemorySeconds: viaSharedMemory))
+                            sharedMemorySeconds: viaSharedMemory, hierarchicalSeconds: viaHierarchy))
         }
         return rows
     }
@@ -100,7 +119,8 @@ public enum AllreduceBench {
 
     /// Fixed-width table (bytes, µs and GB/s busbw per path).
     public static func table(_ rows: [Row], ranks: Int) -> String {
-        var lines = ["       bytes  reps   comm µs  comm busbw GB/s    raw µs  raw busbw GB/s    shm µs  shm busbw GB/s"]
+        var lines = ["       bytes  reps   comm µs  comm busbw GB/s    raw µs  raw busbw GB/s    shm µs  shm busbw GB/s"
+                     + (rows.contains { $0.hierarchicalSeconds != nil } ? "   hier µs hier busbw GB/s" : "")]
         for row in rows {
             // µs and busbw of one optional path, or dashes where it was not measured.
             func column(_ seconds: Double?) -> String {
@@ -109,7 +129,8 @@ public enum AllreduceBench {
             }
             let busbw = busBandwidth(bytes: row.bytes, seconds: row.communicatorSeconds, ranks: ranks) / 1e9
             lines.append(String(format: "%12d %5d %9.2f %16.3f", row.bytes, row.repetitions, row.communicatorSeconds * 1e6, busbw)
-                         + column(row.rawSeconds) + column(row.sharedMemorySeconds))
+                         + column(row.rawSeconds) + column(row.sharedMemorySeconds)
+                         + (row.hierarchicalSeconds == nil ? "" : column(row.hierarchicalSeconds)))
         }
         return lines.joined(separator: "\n")
     }
@@ -122,7 +143,8 @@ public enum AllreduceBench {
             "busbw_definition": "2(n-1)/n * bytes / seconds",
             "rows": rows.map { row -> [String: Any] in
                 var entry: [String: Any] = ["bytes": row.bytes, "repetitions": row.repetitions]
-                let paths = [("communicator", row.communicatorSeconds), ("raw", row.rawSeconds), ("shared_memory", row.sharedMemorySeconds)]
+                let paths = [("communicator", row.communicatorSeconds), ("raw", row.rawSeconds), ("shared_memory", row.sharedMemorySeconds),
+                             ("hierarchical", row.hierarchicalSeconds)]
                 for case let (name, seconds?) in paths {
                     entry[name + "_seconds"] = seconds
                     entry[name + "_busbw"] = busBandwidth(bytes: row.bytes, seconds: seconds, ranks: ranks)

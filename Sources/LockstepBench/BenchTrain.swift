@@ -165,9 +165,13 @@ public enum ScalingProjection {
     ///
     /// `networkAlpha` is the per-message latency assumed for the projected network (the local fit measures shared
     /// memory, which says nothing about a network's latency); `ratio` picks the suggested bucket size.
+    /// With `clusterPaths` (`launch/scaling-bench --hosts` directories) it appends the two-level section
+    /// (`levelReport`), whose shared-memory level is fitted to the sweeps' shared-memory column.
     public static func report(allreducePaths: [String], trainPaths: [String], nodes: [Int], gigabitsPerSecond: [Double],
-                              networkAlpha: Double, ratio: Double = 10) throws -> String {
-        var samples: [AllreduceSample] = []
+                              networkAlpha: Double, ratio: Double = 10, clusterPaths: [String] = [],
+                              clusterConfig: String = "fashion-mlp-wide", levelNodes: [Int] = [8, 16, 32, 64, 128, 256],
+                              optimizerStatesPerParameter: Int = 1) throws -> String {
+        var samples: [AllreduceSample] = [], sharedMemorySamples: [AllreduceSample] = []
         for path in allreducePaths {
             let object = try readJSONObject(path, option: "--allreduce")
             guard let ranks = object["world_size"] as? Int, let rows = object["rows"] as? [[String: Any]] else {
@@ -178,6 +182,9 @@ public enum ScalingProjection {
                 // The raw MPI loop is what the network model describes; fall back to the Communicator path.
                 if let seconds = row["raw_seconds"] as? Double ?? row["communicator_seconds"] as? Double {
                     samples.append(AllreduceSample(ranks: ranks, bytes: bytes, seconds: seconds))
+                }
+                if let seconds = row["shared_memory_seconds"] as? Double {
+                    sharedMemorySamples.append(AllreduceSample(ranks: ranks, bytes: bytes, seconds: seconds))
                 }
             }
         }
@@ -225,7 +232,16 @@ public enum ScalingProjection {
             out.append("")
             out.append(ScalingModel.markdownTable(measured, nodes: nodes, gigabitsPerSecond: gigabitsPerSecond, alpha: networkAlpha))
         }
-        return out.joined(separator: "\n") + "\n"
+        var text = out.joined(separator: "\n") + "\n"
+        if !clusterPaths.isEmpty {
+            guard !sharedMemorySamples.isEmpty else {
+                throw ConfigError("--cluster needs an --allreduce sweep from one node (its shared_memory column fits the shared-memory level)")
+            }
+            text += "\n" + (try levelReport(sharedMemorySamples: sharedMemorySamples, clusterPaths: clusterPaths, config: clusterConfig,
+                                             nodes: levelNodes, linkAlpha: networkAlpha,
+                                             optimizerStatesPerParameter: optimizerStatesPerParameter))
+        }
+        return text
     }
 
     static func formatRate(_ rate: Double) -> String { rate.rounded() == rate ? String(Int(rate)) : String(rate) }

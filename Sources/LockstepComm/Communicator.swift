@@ -308,23 +308,28 @@ public final class NodeSharedFloats: @unchecked Sendable {
 /// The ranks that hold one local rank index, one on each node: rank l of every node reduces slice l of its node's
 /// gradients with its peers here, so every rank's link carries traffic, not only a node leader's.
 ///
-/// Made by `Communicator.splitAcrossNodes()`; its collectives go into the world communicator's flight recorder, so
+/// Made by `Communicator.splitAcrossNodes()`; its calls go into the world communicator's flight recorder, so
 /// the watchdog sees them among the others.
 public final class CrossNodeGroup: @unchecked Sendable {
+    /// Signature of the group's send-receive: (send, destination, receive, source, call site).
+    public typealias SendReceive = (UnsafeBufferPointer<Float>, Int, UnsafeMutableBufferPointer<Float>, Int, CallSite) throws -> Void
+
     /// Ranks in the group: the number of nodes when every node has the same number of ranks.
     public let size: Int
     /// This rank's position in the group: its node's index (nodes ordered by the world rank of their local rank 0).
     public let nodeIndex: Int
-    private let sum: (UnsafeMutableBufferPointer<Float>, CallSite) throws -> Void
+    private let exchange: SendReceive
 
-    /// Wraps a group made by a communicator; `allreduceSum` is its in-place float sum over the group.
-    public init(size: Int, nodeIndex: Int, allreduceSum: @escaping (UnsafeMutableBufferPointer<Float>, CallSite) throws -> Void) {
-        self.size = size; self.nodeIndex = nodeIndex; sum = allreduceSum
+    /// Wraps a group made by a communicator; `sendReceive` sends to one group position while receiving from another.
+    public init(size: Int, nodeIndex: Int, sendReceive: @escaping SendReceive) {
+        self.size = size; self.nodeIndex = nodeIndex; exchange = sendReceive
     }
 
-    /// In-place sum over the group's ranks (collective over the group).
-    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>, file: StaticString = #fileID,
-                             line: UInt = #line) throws {
-        try sum(buffer, CallSite(file: file, line: line))
+    /// Sends `send` to group position `destination` while receiving `receive.count` floats from `source`
+    /// (MPI_Sendrecv: both directions of the link at once); the two buffers must not overlap.
+    public func sendReceive(_ send: UnsafeBufferPointer<Float>, to destination: Int,
+                            receive: UnsafeMutableBufferPointer<Float>, from source: Int,
+                            file: StaticString = #fileID, line: UInt = #line) throws {
+        try exchange(send, destination, receive, source, CallSite(file: file, line: line))
     }
 }

@@ -3,8 +3,9 @@ public enum CollectiveOperation: String, Sendable {
     case allreduceSum, allreduceMin, allreduceMax, broadcast, allgather, barrier, startAllreduceSum
     /// Node-shared memory: allocation, and the barrier that orders writes before reads.
     case sharedAllocate, sharedBarrier
-    /// Hierarchical reduction: the split into one group per local rank, and a sum over such a group (one rank per node).
-    case splitAcrossNodes, allreduceSumAcrossNodes
+    /// Hierarchical reduction: the split into one group per local rank, and one step of the ring across nodes in such
+    /// a group (send to the next node's rank, receive from the previous one's).
+    case splitAcrossNodes, sendReceiveAcrossNodes
 }
 
 /// Element type of a collective's buffer.

@@ -25,9 +25,11 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     case sharedMemory
     /// Ranks on several nodes, the same number L on each, gradients in node-shared memory of each node
     /// (`allocateSharedWithinNode`): local rank l sums slice l of its node's gradients (in local-rank order), sums
-    /// that slice with the local rank l of every other node (`CrossNodeGroup`, one MPI allreduce of 1/L of the
-    /// gradients per rank, so every rank's link works), scales by 1/W, and then copies the other slices from their
-    /// owners on its node. On one node it is bit-identical to `.sharedMemory` (same sums, same order, same scaling).
+    /// that slice with the local rank l of every other node (`CrossNodeGroup`: a ring reduce-scatter and allgather
+    /// of send-receives, so every rank's link works and each link carries the minimal 2(N−1)/N of the slice each
+    /// way; OpenMPI's own 2-rank allreduce took twice as long at 1 Gbit/s), scales by 1/W, and then copies the
+    /// other slices from their owners on its node. On one node it is bit-identical to `.sharedMemory` (same sums,
+    /// same order, same scaling).
     case hierarchical
 }
 
@@ -115,6 +117,7 @@ public final class GradientReducer {
     private let worker: CommunicationWorker?
     private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients; `.hierarchical`: this node's
     private let crossNode: CrossNodeGroup?  // `.hierarchical`: this local rank on every node
+    private let ringChunk: FloatBuffer?  // `.hierarchical` over several nodes: the chunk received in a ring step
     private let hierarchicalSlice: Int  // `.hierarchical`: floats each local rank reduces (equal for all)
     private let accumulator: FloatBuffer?  // `.deterministic`: the step's micro-batch gradients, summed in order
     private var accumulated = false
@@ -164,13 +167,15 @@ public final class GradientReducer {
         return buckets
     }
 
-    /// Floats of node-shared memory per rank that `.hierarchical` needs for `gradientCount` gradients on nodes of
-    /// `localSize` ranks: the gradients padded so that every local rank's slice has the same length, a multiple of
-    /// 16 floats (a cache line). Equal slices make every rank issue the very same cross-node messages, so the flight
-    /// records of all ranks agree and the watchdog can compare them.
-    public static func hierarchicalSharedCount(gradientCount: Int, localSize: Int) -> Int {
+    /// Floats of node-shared memory per rank that `.hierarchical` needs for `gradientCount` gradients on
+    /// `nodeCount` nodes of `localSize` ranks: the gradients padded so that every local rank's slice has the same
+    /// length and splits into `nodeCount` equal ring chunks of whole cache lines (16 floats). Equal pieces make every
+    /// rank issue the very same cross-node messages, so the flight records of all ranks agree and the watchdog can
+    /// compare them.
+    public static func hierarchicalSharedCount(gradientCount: Int, localSize: Int, nodeCount: Int) -> Int {
         let parts = max(localSize, 1)
-        let slice = ((gradientCount + parts - 1) / parts + 15) & ~15
+        let unit = 16 * max(nodeCount, 1)
+        let slice = ((gradientCount + parts - 1) / parts + unit - 1) / unit * unit
         return slice * parts
     }
 
@@ -205,17 +210,20 @@ public final class GradientReducer {
         }
         var crossNode: CrossNodeGroup?
         var hierarchicalSlice = 0
+        var ringChunk: FloatBuffer?
         if mode == .hierarchical {
             let localSize = communicator.localSize
-            let needed = Self.hierarchicalSharedCount(gradientCount: gradients.count, localSize: localSize)
-            guard let shared, shared.segments.count == localSize, shared.local == gradients.baseAddress,
-                  shared.count >= needed else {
-                throw ReducerConfigurationError(
-                    "reduction mode hierarchical needs the gradients in node-shared memory of the \(localSize) ranks on rank \(communicator.rank)'s node with room for \(needed) floats (allocateSharedWithinNode(floatCount: hierarchicalSharedCount(...))), got \(shared.map { "\($0.segments.count) segments of \($0.count) floats" + ($0.local == gradients.baseAddress ? "" : " that are not these gradients") } ?? "none")")
-            }
+            // Collective, so every rank refuses alike and none is left waiting in a later collective.
             guard let perNode = try Self.ranksPerNode(communicator: communicator) else {
                 throw ReducerConfigurationError(
                     "reduction mode hierarchical needs the same number of ranks on every node, but rank \(communicator.rank) shares its node with \(localSize) of the \(communicator.size) ranks and another node has a different count; launch the same number of ranks per node (launch/hostfile HOSTFILE RANKS_PER_NODE) or use transport mpi")
+            }
+            let nodeCount = communicator.size / perNode
+            let needed = Self.hierarchicalSharedCount(gradientCount: gradients.count, localSize: localSize, nodeCount: nodeCount)
+            guard let shared, shared.segments.count == localSize, shared.local == gradients.baseAddress,
+                  shared.count >= needed else {
+                throw ReducerConfigurationError(
+                    "reduction mode hierarchical needs the gradients in node-shared memory of the \(localSize) ranks on rank \(communicator.rank)'s node with room for \(needed) floats (allocateSharedWithinNode(floatCount: hierarchicalSharedCount(gradientCount: \(gradients.count), localSize: \(localSize), nodeCount: \(nodeCount)))), got \(shared.map { "\($0.segments.count) segments of \($0.count) floats" + ($0.local == gradients.baseAddress ? "" : " that are not these gradients") } ?? "none")")
             }
             guard let group = try communicator.splitAcrossNodes(), group.size * perNode == communicator.size else {
                 throw ReducerConfigurationError(
@@ -223,8 +231,10 @@ public final class GradientReducer {
             }
             crossNode = group
             hierarchicalSlice = needed / localSize
+            if nodeCount > 1 { ringChunk = FloatBuffer(count: hierarchicalSlice / nodeCount) }
         }
         self.crossNode = crossNode
+        self.ringChunk = ringChunk
         self.hierarchicalSlice = hierarchicalSlice
         let oneBucket = mode == .sharedMemory || mode == .hierarchical
         // Plan over the trainable layers only: shift their offsets to start at 0, then back.
@@ -419,17 +429,13 @@ public final class GradientReducer {
     /// (the message no longer fits in cache), so 12.5 MiB of fashion-cnn gradients go faster as four pieces.
     public var maximumMessageBytes = 4 << 20
 
-    /// Sums `buffer` over every rank, or over `group` (one rank per node) when given.
-    private func allreduceInChunks(_ buffer: UnsafeMutableBufferPointer<Float>, over group: CrossNodeGroup? = nil) throws {
+    /// Sums `buffer` over every rank.
+    private func allreduceInChunks(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
         let chunk = max(maximumMessageBytes / MemoryLayout<Float>.stride, 1)
         var start = 0
         while start < buffer.count {
             let end = min(start + chunk, buffer.count)
-            if let group {
-                try group.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
-            } else {
-                try communicator.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
-            }
+            try communicator.allreduceSum(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]))
             start = end
         }
     }
@@ -501,8 +507,8 @@ public final class GradientReducer {
         try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
     }
 
-    /// Reduce-scatter through this node's shared memory, allreduce of this rank's slice with the same slice on every
-    /// other node, then allgather through shared memory. Covers the padded range (the padding stays zero), so every
+    /// Reduce-scatter through this node's shared memory, sum of this rank's slice with the same slice on every
+    /// other node (`sumAcrossNodes`), then allgather through shared memory. Covers the padded range (the padding stays zero), so every
     /// local rank sends slices of the same length.
     private func reduceHierarchically() throws {
         let shared = shared!, crossNode = crossNode!
@@ -513,7 +519,7 @@ public final class GradientReducer {
             Kernels.sum($0.baseAddress!, sourceCount: localSize, range: mine, scaledBy: 1, into: shared.local)
         }
         let slice = UnsafeMutableBufferPointer(start: shared.local + mine.lowerBound, count: mine.count)
-        if crossNode.size > 1 { try allreduceInChunks(slice, over: crossNode) }
+        if crossNode.size > 1 { try sumAcrossNodes(slice, over: crossNode) }
         // Scaled after the sum over nodes, as the other modes scale after theirs: the mean is (Σ g) × 1/W.
         if fault != .sum { Kernels.scale(slice.baseAddress!, by: 1 / Float(communicator.size), count: slice.count) }
         try shared.synchronize()  // every slice is reduced
@@ -522,6 +528,30 @@ public final class GradientReducer {
             (shared.local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
         }
         try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
+    }
+
+    /// Ring reduce-scatter then ring allgather of `slice` (N equal chunks) over the group's N nodes: each step sends
+    /// one chunk to the next node while receiving one from the previous, so each link carries 2(N−1)/N of the slice
+    /// in each direction at once, the least an allreduce can move. Every chunk is summed once, in ring order starting
+    /// at its owner's successor, and then copied to every node, so all nodes hold the same bits.
+    private func sumAcrossNodes(_ slice: UnsafeMutableBufferPointer<Float>, over group: CrossNodeGroup) throws {
+        let nodes = group.size, me = group.nodeIndex
+        let next = (me + 1) % nodes, previous = (me + nodes - 1) % nodes
+        let length = slice.count / nodes  // exact: hierarchicalSharedCount pads the slice to N whole chunks
+        let base = slice.baseAddress!, received = ringChunk!.pointer
+        func chunk(_ index: Int) -> UnsafeMutablePointer<Float> { base + ((index % nodes + nodes) % nodes) * length }
+        // Reduce-scatter: in step k this node adds the previous node's partial sum of chunk me − k − 1 to its own;
+        // after N − 1 steps it holds the complete sum of chunk me + 1.
+        for step in 0..<(nodes - 1) {
+            try group.sendReceive(UnsafeBufferPointer(start: chunk(me - step), count: length), to: next,
+                                  receive: UnsafeMutableBufferPointer(start: received, count: length), from: previous)
+            Kernels.add(received, into: chunk(me - step - 1), count: length)
+        }
+        // Allgather: pass complete chunks on around the ring, received straight into place.
+        for step in 0..<(nodes - 1) {
+            try group.sendReceive(UnsafeBufferPointer(start: chunk(me + 1 - step), count: length), to: next,
+                                  receive: UnsafeMutableBufferPointer(start: chunk(me - step), count: length), from: previous)
+        }
     }
 
     private func clearStep() {

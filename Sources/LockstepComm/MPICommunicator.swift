@@ -234,10 +234,11 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         // Freed in finalize() even if a step after MPI_Comm_split failed (the shim leaves MPI_COMM_NULL otherwise).
         groups.append(group)
         try check(code, .splitAcrossNodes, .none, 0)
-        return CrossNodeGroup(size: Int(nodeCount), nodeIndex: Int(nodeIndex)) { [unowned self] buffer, site in
-            try ready(.allreduceSumAcrossNodes, .float32, buffer.count, site)
-            try check(lockstep_mpi_comm_allreduce_sum_float(group, buffer.baseAddress, buffer.count),
-                      .allreduceSumAcrossNodes, .float32, buffer.count)
+        return CrossNodeGroup(size: Int(nodeCount), nodeIndex: Int(nodeIndex)) { [unowned self] send, destination, receive, source, site in
+            try ready(.sendReceiveAcrossNodes, .float32, send.count, site)
+            try check(lockstep_mpi_comm_sendrecv_float(group, send.baseAddress, send.count, Int32(destination),
+                                                       receive.baseAddress, receive.count, Int32(source)),
+                      .sendReceiveAcrossNodes, .float32, send.count)
         }
     }
 

@@ -198,7 +198,7 @@ private final class CommunicatorSelfTest {
                 return
             }
             shared = try comm.allocateSharedWithinNode(
-                floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: perNode))
+                floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: perNode, nodeCount: size / perNode))
             if shared == nil { notes.append("hierarchical skipped (no node-shared memory)"); return }
             notes.append("hierarchical over \(size / perNode) node\(size / perNode == 1 ? "" : "s") × \(perNode) rank\(perNode == 1 ? "" : "s")")
         }
@@ -249,7 +249,7 @@ private final class CommunicatorSelfTest {
         let count = 5000
         guard let shared = try comm.allocateNodeShared(floatCount: count) else { return }
         let hierarchical = try comm.allocateSharedWithinNode(
-            floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize))!
+            floatCount: GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize, nodeCount: 1))!
         let reducers = try [(shared, ReductionMode.sharedMemory), (hierarchical, .hierarchical)].map { segment, mode in
             try GradientReducer(communicator: comm, gradients: UnsafeMutableBufferPointer(start: segment.local, count: count),
                                 layerStartOffsets: [0], mode: mode, shared: segment)

@@ -281,7 +281,8 @@ public final class Trainer {
         if communicator.size > 1 && shared == nil && mode == .blocking && (d.transport == .hierarchical || d.transport == .auto && worthIt),
            let perNode = try GradientReducer.ranksPerNode(communicator: communicator),
            d.transport == .hierarchical || perNode > 1 && perNode < communicator.size {
-            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode)
+            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode,
+                                                                 nodeCount: communicator.size / perNode)
             shared = try communicator.allocateSharedWithinNode(floatCount: floats)
             mode = shared == nil ? mode : .hierarchical
         }

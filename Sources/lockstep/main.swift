@@ -306,6 +306,18 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .long, help: "Network latency per message (µs) assumed for the projected links.")
         var alphaUs = 10.0
 
+        @Option(name: .long, help: "A `launch/scaling-bench --hosts` directory (repeatable): the first fits the link, all are checked against the model.")
+        var cluster: [String] = []
+
+        @Option(name: .long, help: "Config name of the --cluster runs.")
+        var clusterConfig = "fashion-mlp-wide"
+
+        @Option(name: .long, help: "Node counts for the two-level (flat, hierarchical, ZeRO-1) projection.")
+        var levelNodes = "8 16 32 64 128 256"
+
+        @Option(name: .long, help: "Optimizer state floats per parameter for ZeRO-1's memory column (SGD momentum 1, Adam 2).")
+        var optimizerStates = 1
+
         @Option(name: .long, help: "Write the Markdown to this file as well as stdout.")
         var output: String?
 
@@ -315,8 +327,11 @@ struct BenchCommand: ParsableCommand {
             let rates = gbps.split(separator: " ").compactMap { Double($0) }
             guard !nodeList.isEmpty, !rates.isEmpty else { throw ValidationError("--nodes and --gbps need space-separated numbers") }
             do {
+                let levelNodeList = levelNodes.split(separator: " ").compactMap { Int($0) }
                 let text = try ScalingProjection.report(allreducePaths: allreduce, trainPaths: train, nodes: nodeList,
-                                                        gigabitsPerSecond: rates, networkAlpha: alphaUs * 1e-6)
+                                                        gigabitsPerSecond: rates, networkAlpha: alphaUs * 1e-6,
+                                                        clusterPaths: cluster, clusterConfig: clusterConfig,
+                                                        levelNodes: levelNodeList, optimizerStatesPerParameter: optimizerStates)
                 print(text, terminator: "")
                 if let output, !FileManager.default.createFile(atPath: output, contents: Data(text.utf8)) {
                     throw ValidationError("--output \(output): cannot write the file")

@@ -18,7 +18,8 @@ extension GradientReducerTests {
         let records = Records(size)
         let lock = NSLock()
         let errors = world.run { comm in
-            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize)
+            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize,
+                                                                 nodeCount: nodeSizes.count)
             let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: floats))
             let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
             let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, count / 3],
@@ -41,8 +42,14 @@ extension GradientReducerTests {
         XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
         // Equal slices: every rank issued the very same collectives, so the watchdog can compare flight records.
         XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
-        XCTAssertTrue(records.lines[0].contains { $0.contains("allreduceSumAcrossNodes float32") } == (nodeSizes.count > 1),
-                      "\(records.lines[0])", file: file, line: line)
+        // The ring: per step 2(N − 1) send-receives of one chunk (1/N of the rank's slice) each; none on one node.
+        let nodes = nodeSizes.count
+        let chunk = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: nodeSizes[0], nodeCount: nodes)
+            / nodeSizes[0] / nodes
+        let exchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes float32 × \(chunk) ") }
+        let anyExchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes") }
+        XCTAssertEqual(exchanges.count, nodes > 1 ? 2 * 2 * (nodes - 1) : 0, "\(records.lines[0])", file: file, line: line)
+        XCTAssertEqual(anyExchanges.count, exchanges.count, "\(records.lines[0])", file: file, line: line)
     }
 
     func testHierarchicalAveragesOverTwoNodesOfTwoRanks() {
@@ -52,6 +59,10 @@ extension GradientReducerTests {
     func testHierarchicalAveragesOverThreeNodesOfThreeRanks() {
         // W = 9: 1/W is inexact, so scaling must happen once, after both sums, as the expected mean does.
         checkHierarchical(nodeSizes: [3, 3, 3], count: 250)
+    }
+
+    func testHierarchicalAveragesOverFourNodesOfTwoRanks() {
+        checkHierarchical(nodeSizes: [2, 2, 2, 2], count: 3000)
     }
 
     func testHierarchicalWorksWithOneRankPerNodeAndOnOneNode() {
@@ -89,10 +100,14 @@ extension GradientReducerTests {
     }
 
     func testHierarchicalSlicesAreEqualAndCacheLineSized() {
-        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 40, localSize: 2), 64)
-        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 64, localSize: 2), 64)
-        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 235_146, localSize: 3), 3 * 78_384)
-        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 5, localSize: 1), 16)
-        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 0, localSize: 4), 0)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 40, localSize: 2, nodeCount: 1), 64)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 64, localSize: 2, nodeCount: 1), 64)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 235_146, localSize: 3, nodeCount: 1), 3 * 78_384)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 5, localSize: 1, nodeCount: 1), 16)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 0, localSize: 4, nodeCount: 3), 0)
+        // Slices of whole ring chunks: 2 nodes → multiples of 32 floats, 3 nodes → of 48.
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 40, localSize: 2, nodeCount: 2), 64)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 100, localSize: 2, nodeCount: 3), 2 * 96)
+        XCTAssertEqual(GradientReducer.hierarchicalSharedCount(gradientCount: 2_660_000, localSize: 2, nodeCount: 2), 2 * 1_330_016)
     }
 }

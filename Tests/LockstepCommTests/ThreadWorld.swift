@@ -5,7 +5,7 @@ import LockstepCore
 /// A fake multi-node world inside one process: every rank is a thread with its own `ThreadRankCommunicator`, nodes
 /// are groups of ranks (`nodeSizes[n]` ranks on node n, consecutive world ranks), node-shared memory is plain memory
 /// the node's threads all see. Only what hierarchical reduction needs is real: the int64 allreduce, node-shared
-/// segments, node barriers and sums over the ranks with the same local rank. Every collective is a world barrier,
+/// segments, node barriers and send-receives among the ranks with the same local rank. Every collective is a world barrier,
 /// so all ranks must issue the same collectives, as with MPI.
 final class ThreadWorld: @unchecked Sendable {
     let nodeSizes: [Int]
@@ -13,9 +13,9 @@ final class ThreadWorld: @unchecked Sendable {
     private let condition = NSCondition()
     private var arrived = 0
     private var generation = 0
-    /// Per-rank exchange slots: the int64 contributions and buffer addresses of the collective in progress.
+    /// Per-rank exchange slots: the int64 contributions, and the buffer each rank sends and to whom.
     private var integers: [[Int64]]
-    private var buffers: [UnsafeMutableBufferPointer<Float>?]
+    private var outgoing: [(data: UnsafeBufferPointer<Float>, destination: Int)?]
     /// Per-rank node-shared segments (one allocation per rank; a world allocates at most once per rank).
     private var segments: [UnsafeMutablePointer<Float>?]
     private var segmentCount = 0
@@ -24,7 +24,7 @@ final class ThreadWorld: @unchecked Sendable {
         self.nodeSizes = nodeSizes
         let size = nodeSizes.reduce(0, +)
         integers = [[Int64]](repeating: [], count: size)
-        buffers = [UnsafeMutableBufferPointer<Float>?](repeating: nil, count: size)
+        outgoing = [(data: UnsafeBufferPointer<Float>, destination: Int)?](repeating: nil, count: size)
         segments = [UnsafeMutablePointer<Float>?](repeating: nil, count: size)
     }
 
@@ -98,18 +98,26 @@ final class ThreadWorld: @unchecked Sendable {
         barrier()
     }
 
-    /// In-place sum over the ranks with `rank`'s local rank, in node order.
-    func sumAcrossNodes(_ buffer: UnsafeMutableBufferPointer<Float>, rank: Int) {
-        condition.lock(); buffers[rank] = buffer; condition.unlock()
-        barrier()
+    /// Send-receive within `rank`'s cross-node group (positions are node indices among the nodes that have its
+    /// local rank): every rank of the world takes part in the same step, as the reducer's equal slices guarantee.
+    /// Fails when the source did not address this rank or the sizes differ, as MPI would truncate or hang.
+    func sendReceive(_ send: UnsafeBufferPointer<Float>, to destination: Int, receive: UnsafeMutableBufferPointer<Float>,
+                     from source: Int, rank: Int) throws {
         let localRank = place(of: rank).localRank
-        condition.lock()
-        let peers = nodeSizes.indices.filter { nodeSizes[$0] > localRank }.map { buffers[ranks(onNode: $0).lowerBound + localRank]! }
-        condition.unlock()
-        let total = (0..<buffer.count).map { index in peers.dropFirst().reduce(peers[0][index]) { $0 + $1[index] } }
-        barrier()  // every peer has read every buffer before any is overwritten
-        for index in buffer.indices { buffer[index] = total[index] }
+        let members = nodeSizes.indices.filter { nodeSizes[$0] > localRank }.map { ranks(onNode: $0).lowerBound + localRank }
+        condition.lock(); outgoing[rank] = (send, members[destination]); condition.unlock()
         barrier()
+        condition.lock()
+        let (data, target) = outgoing[members[source]]!
+        condition.unlock()
+        var failure: String?
+        if target != rank || data.count != receive.count {
+            failure = "rank \(rank) expected \(receive.count) floats from rank \(members[source]), which sent \(data.count) to rank \(target)"
+        } else {
+            for index in 0..<receive.count { receive[index] = data[index] }
+        }
+        barrier()  // every rank has read what it receives before any sender reuses its buffer
+        if let failure { throw CommunicationError(operation: "sendReceive", rank: rank, message: failure) }
     }
 
     /// Segments of `count` floats for the ranks of `rank`'s node, indexed by local rank.
@@ -176,9 +184,9 @@ final class ThreadRankCommunicator: Communicator, @unchecked Sendable {
         let (node, localRank) = world.place(of: rank)
         let members = world.nodeSizes.filter { $0 > localRank }.count
         let position = world.nodeSizes[..<node].filter { $0 > localRank }.count
-        return CrossNodeGroup(size: members, nodeIndex: position) { [world, recorder, rank] buffer, site in
-            recorder.record(.allreduceSumAcrossNodes, .float32, count: buffer.count, at: site)
-            world.sumAcrossNodes(buffer, rank: rank)
+        return CrossNodeGroup(size: members, nodeIndex: position) { [world, recorder, rank] send, destination, receive, source, site in
+            recorder.record(.sendReceiveAcrossNodes, .float32, count: send.count, at: site)
+            try world.sendReceive(send, to: destination, receive: receive, from: source, rank: rank)
         }
     }
 

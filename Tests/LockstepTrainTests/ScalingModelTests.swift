@@ -145,4 +145,41 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(AllreduceBench.busBandwidth(bytes: 1000, seconds: 1e-6, ranks: 4), 1.5e9, accuracy: 1)
         XCTAssertEqual(AllreduceBench.busBandwidth(bytes: 1000, seconds: 1e-6, ranks: 1), 0)
     }
+
+    func testTwoLevelModelMovesTheBytesEachPathPutsOnTheLink() {
+        let network = TwoLevelNetwork(sharedMemory: AlphaBeta(alpha: 0, beta: 0), link: AlphaBeta(alpha: 0, beta: 8e-9))
+        let bytes = 10e6
+        // 2 nodes × 2 ranks: the flat ring puts 2·3/4 of the gradients on a node's link, hierarchical 2·1/2.
+        XCTAssertEqual(network.communicationSeconds(.flat, nodes: 2, ranksPerNode: 2, bytes: bytes), 1.5 * bytes * 8e-9, accuracy: 1e-12)
+        XCTAssertEqual(network.communicationSeconds(.hierarchical, nodes: 2, ranksPerNode: 2, bytes: bytes), bytes * 8e-9, accuracy: 1e-12)
+        XCTAssertEqual(network.communicationSeconds(.zero1, nodes: 2, ranksPerNode: 2, bytes: bytes),
+                       network.communicationSeconds(.flat, nodes: 2, ranksPerNode: 2, bytes: bytes))
+        // Latency: 2(P − 1) ring steps flat against 2(N − 1) across nodes.
+        let latencyOnly = TwoLevelNetwork(sharedMemory: AlphaBeta(alpha: 0, beta: 0), link: AlphaBeta(alpha: 1e-5, beta: 0))
+        XCTAssertEqual(latencyOnly.communicationSeconds(.flat, nodes: 64, ranksPerNode: 4, bytes: bytes), 2 * 255 * 1e-5, accuracy: 1e-12)
+        XCTAssertEqual(latencyOnly.communicationSeconds(.hierarchical, nodes: 64, ranksPerNode: 4, bytes: bytes), 2 * 63 * 1e-5, accuracy: 1e-12)
+    }
+
+    func testLevelFitRecoversTheLinkAndComputeFromFlatAndHierarchicalSteps() throws {
+        let shared = AlphaBeta(alpha: 1e-6, beta: 0.05e-9)
+        let truth = LevelFit(network: TwoLevelNetwork(sharedMemory: shared, link: AlphaBeta(alpha: 1e-5, beta: 8e-9)),
+                             computeSeconds: 0.04, optimizerSeconds: 0.01)
+        let bytes = 10.6e6
+        // 4 ranks on 2 cores: the measured steps carry twice the compute.
+        let steps: [ReductionPath: Double] = [.flat: truth.stepSeconds(.flat, nodes: 2, ranksPerNode: 2, bytes: bytes, cores: 2),
+                                              .hierarchical: truth.stepSeconds(.hierarchical, nodes: 2, ranksPerNode: 2, bytes: bytes, cores: 2)]
+        let run = ClusterMeasurement(nodes: 2, ranksPerNode: 2, cores: 2, gradientBytes: bytes, stepSeconds: steps,
+                                     optimizerSeconds: 0.02, samplesPerSecond: [:], perRankBatch: 64)
+        let fit = try LevelFit.fit(run, sharedMemory: shared, linkAlpha: 1e-5)
+        XCTAssertEqual(fit.network.link.beta, 8e-9, accuracy: 1e-15)
+        XCTAssertEqual(fit.computeSeconds, 0.04, accuracy: 1e-12)
+        XCTAssertEqual(fit.optimizerSeconds, 0.01, accuracy: 1e-12)
+        // ZeRO-1 saves all but 1/P of the optimizer, so at P = 4 it beats flat by 3/4 of it.
+        XCTAssertEqual(fit.stepSeconds(.flat, nodes: 2, ranksPerNode: 2, bytes: bytes) - fit.stepSeconds(.zero1, nodes: 2, ranksPerNode: 2, bytes: bytes),
+                       0.0075, accuracy: 1e-12)
+        // One rank per host moves the same bytes on both paths: nothing to fit from.
+        let single = ClusterMeasurement(nodes: 2, ranksPerNode: 1, cores: 2, gradientBytes: bytes, stepSeconds: steps,
+                                        optimizerSeconds: 0, samplesPerSecond: [:], perRankBatch: 64)
+        XCTAssertThrowsError(try LevelFit.fit(single, sharedMemory: shared, linkAlpha: 1e-5))
+    }
 }

@@ -75,6 +75,96 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(outcome.parallel.stdout.contains("gradient reduction blocking"), outcome.parallel.stdout)
     }
 
+    /// 2 hosts × 2 ranks, hierarchical: rank 3 is stopped (so the others block inside the hierarchical reduction, in
+    /// the node barrier or the cross-node send-receive) and then killed; the job ends well within the watchdog timeout
+    /// with mpirun naming rank 3, the newest checkpoint verifies, and resuming on the same cluster ends bit-identical
+    /// to an uninterrupted run.
+    func testKilledRankDuringHierarchicalReductionEndsJobThenResumeIsBitIdentical() throws {
+        try up(2, slotsPerHost: 2)
+        let steps = 60, timeout = 20.0
+        let checkpointDirectory = directory + "/checkpoints"
+        func arguments(delay: Int, maxSteps: Int) -> [String] {
+            ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192", "--set", "data.test_subset=1000",
+             "--set", "training.epochs=10", "--set", "checkpoint.every_steps=5", "--set", "checkpoint.keep=50",
+             "--set", "debug.step_delay_ms=\(delay)", "--set", "training.max_steps=\(maxSteps)",
+             "--set", "distributed.transport=hierarchical", "--set", "distributed.timeout_seconds=\(Int(timeout))"]
+        }
+        let fullPath = directory + "/full.f32", resumedPath = directory + "/resumed.f32"
+        let reference = try cluster("run", "2", arguments(delay: 0, maxSteps: steps)
+                                    + ["--checkpoint-dir", directory + "/reference", "--dump-parameters", fullPath])
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        XCTAssertTrue(reference.stdout.contains("gradient reduction hierarchical"), reference.stdout)
+
+        let clock = FaultClock()
+        let injector = Thread {
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline && Self.checkpoints(checkpointDirectory).count < 2 { Thread.sleep(forTimeInterval: 0.05) }
+            do {
+                let victim = try XCTUnwrap(Self.rankPID(rank: 3, host: "\(Self.prefix)2"), "rank 3 is not running on \(Self.prefix)2")
+                kill(victim, SIGSTOP)
+                Thread.sleep(forTimeInterval: 1)  // the other ranks reach the reduction and wait there for rank 3
+                clock.mark()
+                kill(victim, SIGKILL)
+            } catch { XCTFail("fault injection failed: \(error)") }
+        }
+        injector.start()
+        // Slowed (50 ms per step) so that the run is still going when the fault comes.
+        let killed = try cluster("run", "2", arguments(delay: 50, maxSteps: steps) + ["--checkpoint-dir", checkpointDirectory],
+                                 timeout: 90 + Self.faultBound)
+        let end = Date()
+        let faultTime = try XCTUnwrap(clock.value, "the fault was never injected: \(killed.stdout)\(killed.stderr)")
+        let output = killed.stdout + killed.stderr
+        XCTAssertNotEqual(killed.status, 0, output)
+        XCTAssertFalse(output.contains("done:"), "the run finished before the fault: \(output)")
+        XCTAssertLessThan(end.timeIntervalSince(faultTime), timeout, "the job took longer than the watchdog timeout to end: \(output)")
+        XCTAssertTrue(output.contains("process rank 3") && output.contains("on node \(Self.prefix)2"),
+                      "mpirun should name rank 3 on \(Self.prefix)2: \(output)")
+
+        let newest = try XCTUnwrap(Self.checkpoints(checkpointDirectory).last.map { checkpointDirectory + "/" + $0 })
+        let inspection = try MPIRun.run(ranks: 0, ["checkpoint", "inspect", newest])
+        XCTAssertTrue(inspection.stdout.contains("checksum: OK"), inspection.stdout + inspection.stderr)
+        let resumed = try cluster("run", "2", arguments(delay: 0, maxSteps: steps) + ["--checkpoint-dir", checkpointDirectory,
+                                                                                      "--resume", "auto", "--dump-parameters", resumedPath])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("resume: from \(newest)"), resumed.stdout)
+        let a = try Data(contentsOf: URL(fileURLWithPath: fullPath)), b = try Data(contentsOf: URL(fileURLWithPath: resumedPath))
+        XCTAssertFalse(a.isEmpty)
+        XCTAssertTrue(a == b, "resumed parameters differ from the uninterrupted hierarchical run's")
+    }
+
+    /// 2 hosts × 2 ranks, hierarchical: rank 3 frozen (SIGSTOP) leaves the others blocked inside the hierarchical
+    /// reduction; their watchdogs fire after the timeout and, from the flight records (node barriers and cross-node
+    /// send-receives are recorded like every collective), name rank 3 and its host.
+    func testFrozenRankDuringHierarchicalReductionIsNamedByTheWatchdog() throws {
+        try up(2, slotsPerHost: 2)
+        let timeout = 10.0
+        let checkpointDirectory = directory + "/checkpoints"
+        final class Frozen: @unchecked Sendable { var pid: pid_t? }
+        let frozen = Frozen()
+        defer { if let pid = frozen.pid { kill(pid, SIGCONT); kill(pid, SIGKILL) } }
+        let clock = FaultClock()
+        let injector = Thread {
+            let deadline = Date().addingTimeInterval(90)
+            while Date() < deadline && Self.checkpoints(checkpointDirectory).count < 2 { Thread.sleep(forTimeInterval: 0.05) }
+            frozen.pid = Self.rankPID(rank: 3, host: "\(Self.prefix)2")
+            if let pid = frozen.pid { kill(pid, SIGSTOP) } else { XCTFail("rank 3 is not running on \(Self.prefix)2") }
+            clock.mark()
+        }
+        injector.start()
+        let result = try cluster("run", "2", trainArguments(delay: 50) + ["--set", "training.max_steps=400",
+                                                                        "--set", "distributed.transport=hierarchical",
+                                                                        "--set", "distributed.timeout_seconds=\(Int(timeout))"],
+                                 timeout: 90 + Self.faultBound)
+        let end = Date()
+        let faultTime = try XCTUnwrap(clock.value, "the fault was never injected: \(result.stdout)\(result.stderr)")
+        let output = result.stdout + result.stderr
+        XCTAssertNotEqual(result.status, 0, output)
+        XCTAssertTrue(output.contains("gradient reduction hierarchical"), output)
+        XCTAssertLessThanOrEqual(end.timeIntervalSince(faultTime), timeout + 30, output)
+        XCTAssertTrue(output.contains("watchdog: no progress"), output)
+        XCTAssertTrue(output.contains("rank 3 (host \(Self.prefix)2)"), "the diagnosis should name rank 3 on \(Self.prefix)2: \(output)")
+    }
+
     /// kill -9 of every process of one host mid-run ends the job; the newest checkpoint verifies and training resumes
     /// on the 2 remaining hosts (the README's recovery procedure).
     func testKilledHostEndsJobThenResumeOnRemainingHosts() throws {
@@ -228,6 +318,17 @@ final class MultiNodeTests: XCTestCase {
         }
         XCTAssertEqual(remaining, [], "processes still running on the emulated hosts \(Self.faultBound) s after the fault",
                        file: file, line: line)
+    }
+
+    /// PID of world rank `rank` among the lockstep processes in `host`'s namespace (from OMPI_COMM_WORLD_RANK).
+    private static func rankPID(rank: Int, host: String) -> pid_t? {
+        guard let pids = try? command(["ip", "netns", "pids", host]).stdout.split(separator: "\n").compactMap({ pid_t($0) }) else { return nil }
+        return pids.first { pid in
+            guard let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  String(decoding: command.split(separator: 0).first ?? [], as: UTF8.self).hasSuffix("/lockstep"),
+                  let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
+        }
     }
 
     private static func killEveryProcess(of host: String) throws {

@@ -91,8 +91,10 @@ typedef struct lockstep_mpi_comm {
 /// one per node, ordered by node (nodes ordered by the world rank of their local rank 0); collective over the
 /// world. With equal ranks per node, *node_index is this rank's node and *node_count the number of nodes.
 int lockstep_mpi_split_across_nodes(lockstep_mpi_comm *comm, int *node_index, int *node_count);
-/// In-place float sum over the ranks of `comm`.
-int lockstep_mpi_comm_allreduce_sum_float(lockstep_mpi_comm *comm, float *buffer, size_t count);
+/// Sends `send_count` floats to rank `destination` of `comm` while receiving `receive_count` floats from rank
+/// `source` (MPI_Sendrecv): both directions of a link at once, the step of a ring reduce-scatter or allgather.
+int lockstep_mpi_comm_sendrecv_float(lockstep_mpi_comm *comm, const float *send, size_t send_count, int destination,
+                                     float *receive, size_t receive_count, int source);
 /// Frees a communicator made by lockstep_mpi_split_across_nodes; collective over its ranks.
 int lockstep_mpi_comm_free(lockstep_mpi_comm *comm);
 
