@@ -137,12 +137,15 @@ extension TrainingConfig {
         guard config.gan == nil, config.loss == .crossEntropy else {
             throw failure("is not a classifier checkpoint (it was trained with \(config.gan == nil ? "loss \(config.loss.rawValue)" : "a GAN config"); a judge needs cross_entropy)")
         }
-        let judgeShape = config.inputShape ?? sampleShape
+        // The classifier's data gives its sample shape (unless its config sets one) and its standardization.
+        let judgeData = try DatasetLoader.loadWithStatistics(config.data, seed: config.seed)
+        let judgeShape = config.inputShape ?? judgeData.train.sampleShape
         guard judgeShape.reduce(1, *) == sampleShape.reduce(1, *) else {
             throw failure("the classifier takes \(judgeShape) per sample but the GAN makes \(sampleShape)")
         }
-        let classifier = try ModelBuilder.build(config.layers, inputShape: judgeShape)
+        let classifier: Sequential
         do {
+            classifier = try ModelBuilder.build(config.layers, inputShape: judgeShape)
             try file.restore(into: classifier.parameters)
             try file.restore(into: classifier.state)
         } catch {
@@ -152,7 +155,7 @@ extension TrainingConfig {
         let span = pixelRange.upperBound - pixelRange.lowerBound
         let channels = sampleShape.count == 3 ? sampleShape[0] : 1
         var scale = [Float](repeating: 1 / span, count: channels), offset = [Float](repeating: -pixelRange.lowerBound / span, count: channels)
-        if let statistics = try DatasetLoader.loadWithStatistics(config.data, seed: config.seed).statistics {
+        if let statistics = judgeData.statistics {
             guard statistics.means.count == channels else { throw failure("the classifier's data has \(statistics.means.count) channels, the GAN's \(channels)") }
             for c in 0..<channels {
                 scale[c] /= statistics.standardDeviations[c]
