@@ -13,6 +13,7 @@ extension Session {
                       tracePath: String? = nil, imagesDirectory: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
         if config.gan != nil {
+            if tracePath != nil { throw ConfigError("--trace: not available for a GAN config (its two models' steps have no trace yet)") }
             return try trainGAN(config, configPath: configPath, metricsPath: metricsPath, printChecksum: printChecksum,
                                 dumpParameters: dumpParameters, checkpointDirectory: checkpointDirectory, resume: resume,
                                 imagesDirectory: imagesDirectory)

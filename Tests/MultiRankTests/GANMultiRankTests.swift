@@ -113,5 +113,9 @@ final class GANMultiRankTests: ScratchDirectoryTestCase {
             XCTAssertNotEqual(run.status, 0, "\(overrides)")
             for fragment in fragments { XCTAssertTrue(run.stderr.contains(fragment), "\(overrides): '\(fragment)' not in \(run.stderr)") }
         }
+        // Commands over one model say this is a GAN config instead of failing somewhere inside.
+        let evaluation = try MPIRun.run(ranks: 0, ["eval", "--config", config])
+        XCTAssertNotEqual(evaluation.status, 0)
+        XCTAssertTrue(evaluation.stderr.contains("key 'model.generator': this is a GAN config"), evaluation.stderr)
     }
 }
