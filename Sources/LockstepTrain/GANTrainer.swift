@@ -317,6 +317,8 @@ public final class GANTrainer {
         let lossValue = 2 * loss.forward(output: logits, targets: discriminatorTargets.pointer, batch: 2 * count, width: 1)
         loss.backward(output: logits, targets: discriminatorTargets.pointer, gradient: logitGradient.pointer, batch: 2 * count,
                       width: 1, scale: 2)
+        // Fault injection (`debug.nan_step`): a non-finite gradient on one rank must skip the update on every rank.
+        if options.faults.nanStep == step && options.faults.nanRank == communicator.rank { logitGradient.pointer[0] = .nan }
         discriminator.zeroGradients()
         try backward(discriminator, reducer: discriminatorReducer, input: discriminatorInput.pointer,
                      outputGradient: logitGradient.pointer, batch: 2 * count)

@@ -94,6 +94,22 @@ final class GANTests: XCTestCase {
         XCTAssertEqual(file.metadata["gan"], "1")
     }
 
+    /// A NaN gradient (fault injection at step 3) skips that discriminator update; training goes on finite.
+    func testNonFiniteGradientSkipsTheUpdate() throws {
+        var options = TrainingOptions()
+        options.batchSize = 32
+        options.faults.nanStep = 3
+        let gan = try makeGAN(options: options)
+        let summary = try gan.fit(epochs: 1)
+        XCTAssertEqual(summary.skippedSteps, 1)
+        XCTAssertEqual(gan.discriminatorOptimizer.stepCount, 15)
+        XCTAssertEqual(gan.generatorOptimizer.stepCount, 16)
+        XCTAssertTrue(Kernels.allFinite(gan.discriminator.parameters.values.pointer, count: gan.discriminator.parameters.count))
+        XCTAssertTrue(summary.discriminatorLoss.isFinite && summary.generatorLoss.isFinite, summary.line)
+        options.distributed.nonFinite = .stop
+        XCTAssertThrowsError(try makeGAN(options: options).fit(epochs: 1)) { XCTAssertTrue("\($0)".contains("step 3: non-finite discriminator"), "\($0)") }
+    }
+
     func testModelsThatDoNotFitAreRejectedNamingTheKey() {
         for (outputs, key) in [((10, 1), "model.generator"), ((16, 2), "model.discriminator")] {
             XCTAssertThrowsError(try makeGAN(generatorOutputs: outputs.0, discriminatorOutputs: outputs.1)) { error in

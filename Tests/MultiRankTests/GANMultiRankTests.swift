@@ -87,6 +87,17 @@ final class GANMultiRankTests: ScratchDirectoryTestCase {
         }
     }
 
+    /// A NaN gradient on rank 1 alone skips that discriminator update on both ranks, which stay identical.
+    func testNonFiniteGradientOnOneRankSkipsTheUpdateEverywhere() throws {
+        let config = try writeConfig()
+        let run = try MPIRun.run(ranks: 2, ["train", "--config", config, "--set", "training.max_steps=8", "--set", "debug.nan_step=3",
+                                            "--set", "debug.nan_rank=1", "--print-checksum"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("step 3: non-finite discriminator gradients (after averaging over ranks); discriminator update skipped on every rank"), run.stdout)
+        XCTAssertTrue(run.stdout.contains("8 steps (1 skipped)"), run.stdout)
+        XCTAssertEqual(checksums(run).count, 1, run.stdout)
+    }
+
     /// Noise is drawn per global sample position, so 2 ranks × 32 and 1 rank × 64 train the same GAN up to rounding.
     func testTwoRanksMatchOneRankWithTheDoubledBatch() throws {
         let config = try writeConfig()
