@@ -87,6 +87,33 @@ final class GANMultiRankTests: ScratchDirectoryTestCase {
         }
     }
 
+    /// SIGTERM to one rank (a preemption) stops both at the same step with a final checkpoint and exit 0; resuming
+    /// ends bit-identical to an uninterrupted run.
+    func testSIGTERMOnOneRankStopsBothAndResumeFinishesTheSame() throws {
+        let config = try writeConfig(), checkpoints = directory + "/checkpoints"
+        let base = ["train", "--config", config, "--print-checksum", "--set", "training.max_steps=60"]
+        let straight = try MPIRun.run(ranks: 2, base)
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+        let terminator = Thread {
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline && ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).filter({ $0.hasPrefix("step-") }).count < 2 {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            if let victim = MPIRun.rankPIDs(matching: checkpoints).last { kill(victim, SIGTERM) }
+        }
+        terminator.start()
+        let stopped = try MPIRun.run(ranks: 2, base + ["--checkpoint-dir", checkpoints, "--set", "checkpoint.every_steps=4",
+                                                       "--set", "checkpoint.every_epoch=false", "--set", "debug.step_delay_ms=20"], timeout: 120)
+        XCTAssertEqual(stopped.status, 0, stopped.stderr)
+        let line = try XCTUnwrap(stopped.stdout.split(separator: "\n").first { $0.contains("stop requested: every rank stops at step") }, stopped.stdout)
+        let step = try XCTUnwrap(Int(line.split(separator: " ").last!))
+        XCTAssertLessThan(step, 60, "the stop must come before the end")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoints + String(format: "/step-%08d.safetensors", step)), stopped.stdout)
+        let resumed = try MPIRun.run(ranks: 2, base + ["--checkpoint-dir", checkpoints, "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(checksums(resumed), checksums(straight), "resumed: \(resumed.stdout)\nstraight: \(straight.stdout)")
+    }
+
     /// A NaN gradient on rank 1 alone skips that discriminator update on both ranks, which stay identical.
     func testNonFiniteGradientOnOneRankSkipsTheUpdateEverywhere() throws {
         let config = try writeConfig()
