@@ -7,7 +7,9 @@ import LockstepNN
 
 /// One GAN epoch's reduced figures.
 public struct GANEpochMetrics: Sendable {
+    /// The epoch just finished (1-based).
     public var epoch: Int
+    /// Steps completed so far.
     public var step: Int
     /// Mean over the epoch of the discriminator's loss on real plus its loss on generated samples (ln 4 ≈ 1.386
     /// when it cannot tell them apart).
@@ -16,6 +18,7 @@ public struct GANEpochMetrics: Sendable {
     public var generatorLoss: Double
     /// Real samples per second over all ranks.
     public var samplesPerSecond: Double
+    /// Training time of the epoch.
     public var seconds: Double
     /// The judge's verdict on the fixed-noise samples after this epoch, when a judge is set.
     public var judgement: GANJudgement?
@@ -30,12 +33,19 @@ public struct GANEpochMetrics: Sendable {
 
 /// What a finished GAN run reports.
 public struct GANRunSummary: Sendable {
+    /// The last epoch's mean discriminator loss.
     public var discriminatorLoss: Double
+    /// The last epoch's mean generator loss.
     public var generatorLoss: Double
+    /// Real samples per second over all ranks and the whole run's training time.
     public var samplesPerSecond: Double
+    /// Steps completed (each one update of both models).
     public var steps: Int
+    /// Steps in which some update was skipped (non-finite loss or gradient).
     public var skippedSteps: Int
+    /// Ranks that trained.
     public var worldSize: Int
+    /// Wall time of the run.
     public var seconds: Double
     /// FNV-1a hash of the generator's then the discriminator's parameter bytes (equal on every rank).
     public var parameterChecksum: UInt64
@@ -64,13 +74,19 @@ public struct GANRunSummary: Sendable {
 ///                              data: data, options: options, communicator: session.communicator)
 ///     let summary = try gan.fit(epochs: 5, onEpoch: { session.say($0.line) })
 public final class GANTrainer {
+    /// The ranks this trainer runs on.
     public let communicator: Communicator
+    /// Maps noise to one sample.
     public let generator: Sequential
+    /// Maps one sample to one logit (real or generated).
     public let discriminator: Sequential
+    /// Updates the generator (its own state).
     public let generatorOptimizer: Optimizer
+    /// Updates the discriminator (its own state).
     public let discriminatorOptimizer: Optimizer
     /// Learning rate of both optimizers per step.
     public let schedule: LearningRateSchedule
+    /// The real images (training split; the test split gives the judge's yardstick).
     public let data: TrainingData
     /// How this trainer runs (batch size is real samples per rank; as many generated ones join them).
     public private(set) var options: TrainingOptions
