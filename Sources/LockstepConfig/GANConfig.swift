@@ -129,7 +129,8 @@ extension TrainingConfig {
         func failure(_ reason: String) -> ConfigError { ConfigError("key 'gan.judge': \(path): \(reason)") }
         let search: CheckpointSearch
         do { search = try CheckpointStore(directory: ".", keep: 1).resolve(resume: path) } catch {
-            throw failure("\(error) (train a classifier first, e.g. `lockstep train --config configs/fashion-mlp.yaml --checkpoint-dir \(path)`)")
+            // The checkpoint error names the file already.
+            throw ConfigError("key 'gan.judge': \(error) (train a classifier first, e.g. `lockstep train --config configs/fashion-mlp.yaml --checkpoint-dir \(path)`)")
         }
         guard let file = search.file else { throw failure("no checkpoint found") }
         guard let text = file.metadata[CheckpointMetadataKey.config] else { throw failure("has no config in its metadata") }
