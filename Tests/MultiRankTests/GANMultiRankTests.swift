@@ -125,12 +125,15 @@ final class GANMultiRankTests: ScratchDirectoryTestCase {
         XCTAssertEqual(checksums(run).count, 1, run.stdout)
     }
 
-    /// Noise is drawn per global sample position, so 2 ranks × 32 and 1 rank × 64 train the same GAN up to rounding.
-    func testTwoRanksMatchOneRankWithTheDoubledBatch() throws {
+    /// Noise is drawn per global sample position, so 2 ranks × 32, 4 × 16 and 1 rank × 64 train the same GAN up to rounding.
+    func testTwoAndFourRanksMatchOneRankWithTheWholeBatch() throws {
         let config = try writeConfig()
         let outcome = try Equivalence.measure(base: ["train", "--config", config, "--set", "training.max_steps=16"], ranks: 2, batch: 32,
                                               regrouping: .reversedBatches)
         Equivalence.assertHolds(outcome, ranks: 2, "GAN 2×32 vs 1×64")
+        let four = try Equivalence.measure(base: ["train", "--config", config, "--set", "training.max_steps=16"], ranks: 4, batch: 16,
+                                           regrouping: .reversedBatches)
+        Equivalence.assertHolds(four, ranks: 4, "GAN 4×16 (oversubscribed) vs 1×64")
     }
 
     func testModelsAndJudgesThatDoNotFitAreRejectedByKey() throws {
