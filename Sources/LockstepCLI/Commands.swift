@@ -12,6 +12,12 @@ extension Session {
                       dumpParameters: String?, checkpointDirectory: String? = nil, resume: String? = nil,
                       tracePath: String? = nil, imagesDirectory: String? = nil) throws {
         let config = try TrainingConfig.load(file: configPath, overrides: overrides)
+        if config.gan != nil {
+            if tracePath != nil { throw ConfigError("--trace: not available for a GAN config (its two models' steps have no trace yet)") }
+            return try trainGAN(config, configPath: configPath, metricsPath: metricsPath, printChecksum: printChecksum,
+                                dumpParameters: dumpParameters, checkpointDirectory: checkpointDirectory, resume: resume,
+                                imagesDirectory: imagesDirectory)
+        }
         let metrics = isLeader ? try metricsPath.map { try MetricsWriter(path: $0) } : nil
         let checkpoints = CheckpointSettings(directory: checkpointDirectory, resume: resume,
                                              everySteps: config.checkpoint.everySteps, everyEpoch: config.checkpoint.everyEpoch,

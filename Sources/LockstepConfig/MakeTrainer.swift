@@ -36,6 +36,9 @@ extension TrainingConfig {
     /// `communicator`. Collective.
     public func makeTrainer(communicator: Communicator, checkpoints: CheckpointSettings = CheckpointSettings(),
                             data given: TrainingData? = nil, log: @escaping (String) -> Void = { print($0) }) throws -> Trainer {
+        if gan != nil {
+            throw ConfigError("key 'model.generator': this is a GAN config, trained with `lockstep train` (makeGANTrainer); this command takes one model")
+        }
         let (train, test) = try given.map { ($0.train, $0.test) } ?? DatasetLoader.load(data, seed: seed)
         let inputShape = self.inputShape ?? train.sampleShape
         guard inputShape.reduce(1, *) == train.featureWidth else {

@@ -7,12 +7,13 @@ public enum ModelBuilder {
     /// Builds the model for per-sample `inputShape`; errors name `model.layers[i]` and the reason. `classCount` (the
     /// dataset's classes, e.g. a text vocabulary) is the default size of `embedding` tables and `sequence_linear` outputs.
     /// `vocabularySize`, when the dataset's token ids are not its classes (labelled text), sizes `embedding` instead.
+    /// `key` is the list's config key (`model.generator` for a GAN's generator).
     public static func build(_ specs: [TrainingConfig.LayerSpec], inputShape: [Int], classCount: Int? = nil,
-                             vocabularySize: Int? = nil) throws -> Sequential {
+                             vocabularySize: Int? = nil, key: String = "model.layers") throws -> Sequential {
         var layers: [Layer] = []
         var shape = inputShape
         for spec in specs {
-            let path = "model.layers[\(spec.index)]"
+            let path = "\(key)[\(spec.index)]"
             let options = try ConfigReader(.map(spec.options), path: path)
             let layer: Layer
             do {

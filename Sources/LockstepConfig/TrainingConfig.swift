@@ -133,6 +133,8 @@ public struct TrainingConfig: Sendable {
     /// `model.init_from`: a checkpoint whose matching tensors initialize the model.
     public var initializeFrom: String?
     public var layers: [LayerSpec]
+    /// `model.generator`, `model.discriminator` and `gan.*`: a GAN instead of one model (nil otherwise).
+    public var gan: GANConfig?
     public var loss: LossKind
     public var optimizer: OptimizerConfig
     public var schedule: ScheduleConfig
@@ -236,16 +238,10 @@ public struct TrainingConfig: Sendable {
 
         let m = try root.child("model")
         inputShape = try m.ints("input_shape")
-        layers = try m.list("layers").enumerated().map { index, value in
-            guard case .map(var options) = value else {
-                throw ConfigError("key 'model.layers[\(index)]': expected a mapping like {type: linear, out: 10}")
-            }
-            guard case .string(let type)? = options.removeValue(forKey: "type") else {
-                throw ConfigError("key 'model.layers[\(index)].type': required string is missing")
-            }
-            return LayerSpec(type: type, options: options, index: index)
-        }
-        guard !layers.isEmpty else { throw ConfigError("key 'model.layers': the model needs at least one layer") }
+        // A GAN names two models instead of one (GANConfig.swift).
+        gan = try GANConfig(model: m, root: root)
+        layers = gan == nil ? try Self.layerSpecs(m, "layers") : []
+        guard !layers.isEmpty || gan != nil else { throw ConfigError("key 'model.layers': the model needs at least one layer") }
         let freeze = try m.ints("freeze", default: []) ?? []
         for (position, index) in freeze.enumerated() where index != position || index >= layers.count {
             throw ConfigError(index >= layers.count || index < 0
@@ -361,5 +357,6 @@ public struct TrainingConfig: Sendable {
         try g.rejectUnknownKeys()
 
         try root.rejectUnknownKeys()
+        try gan?.checkCompatible(with: self)
     }
 }

@@ -118,23 +118,29 @@ public final class Sequential {
     /// Back-propagates `outputGradient` ([batch, outputWidth]) after `forward(input, batch)`, adding into the
     /// gradient buffer. `layerDone(i)` runs right after layer i's gradients are complete (reverse order), so
     /// the caller can start reducing the contiguous gradient range from layer i to the end. Layers below
-    /// `firstTrainableLayer` (frozen) get no gradient and cost nothing.
+    /// `firstTrainableLayer` (frozen) get no gradient and cost nothing. With `inputGradient` ([batch, inputWidth]),
+    /// every layer runs backward and dL/dinput is written there (a GAN's generator learns through its discriminator).
     public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
-                         firstTrainableLayer: Int = 0, layerDone: (Int) -> Void = { _ in }) {
+                         firstTrainableLayer: Int = 0, inputGradient: UnsafeMutablePointer<Float>? = nil,
+                         layerDone: (Int) -> Void = { _ in }) {
+        guard !layers.isEmpty else {
+            inputGradient?.update(from: outputGradient, count: batch * inputWidth)
+            return
+        }
         var dy = outputGradient
         var target = gradientA
         // No gradient is needed below the first trainable layer (the first with parameters, or above the frozen
         // ones): that layer skips its input gradient (in fashion-mlp, Linear 784→256 behind Flatten: a third of the
-        // backward FLOPs) and the layers before it do no backward work at all.
-        let first = max(firstTrainableLayer, firstLayerWithParameters)
+        // backward FLOPs) and the layers before it do no backward work at all — unless the caller wants dL/dinput.
+        let first = inputGradient == nil ? max(firstTrainableLayer, firstLayerWithParameters) : 0
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
             guard index >= first else { layerDone(index); continue }
             let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
-            let needsInputGradient = index > first
+            let destination = index == 0 ? inputGradient : (index > first ? target.pointer : nil)
             layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                   inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
+                                   inputGradient: destination, batch: batch)
             layerDone(index)
-            if needsInputGradient {
+            if index > 0 && destination != nil {
                 dy = UnsafePointer(target.pointer)
                 target = target === gradientA ? gradientB : gradientA
             }

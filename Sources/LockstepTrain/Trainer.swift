@@ -243,7 +243,7 @@ public final class Trainer {
 
     /// Every rank compares its options (and run description), model layout and dataset sizes with rank 0's; a
     /// mismatch stops all ranks naming both.
-    private static func checkRanksAgree(options: TrainingOptions, model: Sequential, data: TrainingData, communicator: Communicator) throws {
+    static func checkRanksAgree(options: TrainingOptions, model: Sequential, data: TrainingData, communicator: Communicator) throws {
         func hash(_ text: String) -> UInt64 { Array(text.utf8).withUnsafeBytes { Kernels.fnv1a($0) } }
         let layout = model.parameters.slots.map { "\($0.name)\($0.shape)" }.joined(separator: ";")
         let mine: [UInt64] = [hash(options.runDescription.isEmpty ? "\(options)" : options.runDescription), hash(layout),

@@ -35,4 +35,23 @@ final class ExampleTests: XCTestCase {
         let done = { (output: String) in output.split(separator: "\n").first { $0.hasPrefix("done: test accuracy") }?.split(separator: ",").first }
         XCTAssertEqual(done(example.stdout), done(cli.stdout))
     }
+
+    /// The GAN written in Swift (two `Sequential`s, two Adam optimizers, one `GANTrainer`) trains on 2 ranks in
+    /// lockstep and writes its sample grid.
+    func testSwiftGANExampleOnTwoRanks() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            XCTFail("\(Self.binary) not found and could not be built: `swift build -c release --package-path Examples/SwiftTraining`")
+            return
+        }
+        let images = MPIRun.temporaryPath("gan-example")
+        defer { try? FileManager.default.removeItem(atPath: images) }
+        let run = try MPIRun.execute(["mpirun", "-np", "2", "--mca", "pml", "ob1", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1",
+                                      Self.binary, "gan", "--epochs", "1", "--train-subset", "1024", "--test-subset", "100",
+                                      "--images", images], timeout: 120)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("epoch 1 step 8: discriminator loss"), run.stdout)
+        let checksums = Set(run.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }.map { $0.split(separator: " ").last! })
+        XCTAssertEqual(checksums.count, 1, "ranks disagree: \(run.stdout)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: images + "/samples-epoch-001.png"))
+    }
 }
