@@ -5,6 +5,9 @@ public enum CollectiveOperation: String, Sendable {
     case sharedAllocate, sharedBarrier
     /// Hierarchical reduction: the split into one group per local rank, and a sum over such a group (one rank per node).
     case splitAcrossNodes, allreduceSumAcrossNodes
+    /// Sharded optimizer (`ShardLayout` slices): gradient sum to slice owners, parameter allgather, every rank's copy
+    /// of a slice to its owner (deterministic order), and the checkpoint's gather to / scatter from the root.
+    case reduceScatterSum, allgatherSlices, alltoallSlices, gatherSlices, scatterSlices
 }
 
 /// Element type of a collective's buffer.
