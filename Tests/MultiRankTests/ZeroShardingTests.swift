@@ -71,6 +71,16 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
         }
     }
 
+    /// The same bound trips when the sharded reduction leaves the sum instead of the mean (`debug.reduction_fault`).
+    func testBoundCatchesAWrongShardedReduction() throws {
+        let base = arguments(steps: 60) + adam + shard
+        let outcome = try Equivalence.measure(base: base, ranks: 2, batch: 32) { parallel in
+            try MPIRun.run(ranks: 2, parallel + ["--set", "debug.reduction_fault=sum"])
+        }
+        XCTAssertEqual(outcome.parallel.status, 0, outcome.parallel.stderr)
+        XCTAssertGreaterThan(outcome.difference, outcome.bound, outcome.summary)
+    }
+
     /// On 4 ranks with Adam each rank holds ≤ 30% of the unsharded optimizer state, and accuracy is unchanged.
     func testFourRanksHoldAQuarterOfTheAdamState() throws {
         let base = arguments(steps: 128) + adam
