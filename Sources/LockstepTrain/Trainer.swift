@@ -163,7 +163,7 @@ public final class Trainer {
     /// Bytes of optimizer state this rank holds.
     public var optimizerStateBytes: Int { optimizer.stateBuffers.reduce(0) { $0 + $1.buffer.count } * MemoryLayout<Float>.stride }
 
-    /// E.g. `optimizer state 470592 bytes per rank (sharded over 4 ranks; 1881920 unsharded)`.
+    /// E.g. `optimizer state 470272 bytes per rank (sharded over 4 ranks; 1881168 unsharded)`.
     public var optimizerStateDescription: String {
         let line = "optimizer state \(optimizerStateBytes) bytes per rank"
         guard let layout = reducer.shardLayout else { return line }

@@ -149,6 +149,17 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
         XCTAssertFalse(finals[0] == saved, "training must have continued")
     }
 
+    /// A NaN in one rank's gradients reaches some slice owner through the reduce-scatter: every rank skips the step.
+    func testNonFiniteGradientOnOneRankSkipsTheStepEverywhere() throws {
+        let (parameters, stdout) = try train(ranks: 2, arguments(steps: 8) + shard + ["--set", "debug.nan_step=3", "--set", "debug.nan_rank=1"])
+        XCTAssertTrue(stdout.contains("step 3: non-finite gradients"), stdout)
+        XCTAssertTrue(stdout.contains("8 steps (1 skipped)"), stdout)
+        XCTAssertFalse(parameters.isEmpty)
+        XCTAssertTrue(parameters.withUnsafeBytes { $0.bindMemory(to: Float.self).allSatisfy(\.isFinite) })
+        let checksums = Set(stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }.map { $0.split(separator: " ").last! })
+        XCTAssertEqual(checksums.count, 1, stdout)
+    }
+
     /// Combinations the sharded update does not support stop at start-up naming the keys.
     func testUnsupportedCombinationsAreRejectedNamingTheKey() throws {
         let base = arguments(steps: 5) + shard
