@@ -92,6 +92,41 @@ int lockstep_mpi_allgather(const void *send, size_t byte_count, void *receive) {
     return MPI_Allgather(send, (int)byte_count, MPI_BYTE, receive, (int)byte_count, MPI_BYTE, MPI_COMM_WORLD);
 }
 
+int lockstep_mpi_reduce_scatter_sum_float(const float *send, float *receive, const int *counts) {
+    return MPI_Reduce_scatter(send, receive, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_allgatherv_float(float *buffer, const int *counts, const int *displacements) {
+    return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer, counts, displacements, MPI_FLOAT, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_alltoall_blocks_float(const float *send, const int *counts, const int *displacements, float *receive) {
+    int rank = 0, size = 0;
+    int rc = MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rc != MPI_SUCCESS) return rc;
+    // Every rank's copy of this rank's block, back to back: receive counts and offsets follow from counts[rank].
+    int receive_counts[size], receive_displacements[size];
+    for (int peer = 0; peer < size; peer++) {
+        if ((size_t)counts[rank] * (size_t)peer > (size_t)INT_MAX) return MPI_ERR_COUNT;
+        receive_counts[peer] = counts[rank];
+        receive_displacements[peer] = counts[rank] * peer;
+    }
+    return MPI_Alltoallv(send, counts, displacements, MPI_FLOAT, receive, receive_counts, receive_displacements,
+                         MPI_FLOAT, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_gatherv_float(const float *send, int count, float *receive, const int *counts,
+                               const int *displacements, int root) {
+    return MPI_Gatherv(send, count, MPI_FLOAT, receive, counts, displacements, MPI_FLOAT, root, MPI_COMM_WORLD);
+}
+
+int lockstep_mpi_scatterv_float(const float *send, const int *counts, const int *displacements, float *receive,
+                                int count, int root) {
+    return MPI_Scatterv(send, counts, displacements, MPI_FLOAT, receive, count, MPI_FLOAT, root, MPI_COMM_WORLD);
+}
+
 // MPI_Request is copied in and out of caller-owned storage so the shim holds no per-request state.
 int lockstep_mpi_start_allreduce_sum_float(float *buffer, size_t count, lockstep_mpi_request *request) {
     CHECK_COUNT(count);

@@ -27,7 +27,7 @@ extension Session {
             say("bench train: note: \(totalSteps) steps cross an epoch boundary (\(trainer.stepsPerEpoch) steps per epoch); the epoch's evaluation falls between steps and is not timed")
         }
         say("bench train: \(configPath) on \(world) rank\(world == 1 ? "" : "s"), batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), "
-            + "\(warmup) warm-up + \(steps) timed steps")
+            + "\(warmup) warm-up + \(steps) timed steps, \(trainer.optimizerStateDescription)")
 
         // Wall clock between the first and last timed step, from onStep; preallocated, no allocation per step.
         var stepClock = [UInt64](repeating: 0, count: totalSteps + 1)
@@ -101,6 +101,7 @@ extension Session {
             "gradient_bytes": trainer.model.parameters.count * MemoryLayout<Float>.stride,
             "bucket_count": buckets.count, "bucket_mib": Double(trainer.bucketCapacityBytes) / 1_048_576,
             "reduction": trainer.gradientReduction.rawValue,
+            "optimizer_state_bytes_per_rank": trainer.optimizerStateBytes,
             "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
             "achieved_gflops_per_rank": achieved / 1e9,
             "compute_gflops_per_rank": computeRate / 1e9,

@@ -49,6 +49,7 @@ public final class MetricsWriter {
                 ("skipped_steps", .int(summary.skippedSteps)), ("world_size", .int(summary.worldSize)),
                 ("per_rank_batch", .int(perRankBatch)), ("global_batch", .int(globalBatch)),
                 ("seconds", .number(summary.seconds)),
+                ("optimizer_state_bytes_per_rank", .int(summary.optimizerStateBytes)),
                 ("parameter_checksum", .string(String(summary.parameterChecksum, radix: 16)))])
     }
 

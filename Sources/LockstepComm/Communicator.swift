@@ -172,6 +172,23 @@ public protocol Communicator: AnyObject {
     /// The ranks that hold this rank's local rank, one per node, ordered by node (hierarchical reduction's
     /// cross-node step), or nil without MPI. Collective over the world; the group lives until `finalize()`.
     func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup?
+    /// Sums every rank's `send` (`layout.count` floats) and writes this rank's slice of the sum to `receive`
+    /// (`layout.counts[rank]` floats, not overlapping `send`).
+    func reduceScatterSum(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                          at site: CallSite) throws
+    /// In place over `buffer` (`layout.count` floats): every rank's own slice is copied to every rank.
+    func allgatherSlices(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, at site: CallSite) throws
+    /// This rank receives its slice of every rank's `send`, rank 0's first, back to back in `receive`
+    /// (size × `layout.counts[rank]` floats).
+    func alltoallSlices(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                        at site: CallSite) throws
+    /// Rank `root` receives every rank's `slice` (`layout.counts[rank]` floats) at that rank's place in `full`
+    /// (`layout.count` floats, used on the root only).
+    func gatherSlices(_ slice: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, layout: ShardLayout,
+                      root: Int, at site: CallSite) throws
+    /// Every rank receives its slice of the root's `full` (`layout.count` floats, used on the root only) in `slice`.
+    func scatterSlices(_ full: UnsafePointer<Float>?, into slice: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                       root: Int, at site: CallSite) throws
     /// Ends every rank of the job with `code`.
     func abort(code: Int32) -> Never
     /// Shuts communication down (MPI_Finalize); every rank calls it once after its last collective.
@@ -179,6 +196,25 @@ public protocol Communicator: AnyObject {
 }
 
 extension Communicator {
+    // Communicators without sliced collectives (test doubles) refuse them, so a sharded optimizer fails at its
+    // first use with the communicator named rather than computing something else.
+
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                                 at site: CallSite) throws { throw slicedCollectiveMissing("reduceScatterSum") }
+    public func allgatherSlices(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, at site: CallSite) throws {
+        throw slicedCollectiveMissing("allgatherSlices")
+    }
+    public func alltoallSlices(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                               at site: CallSite) throws { throw slicedCollectiveMissing("alltoallSlices") }
+    public func gatherSlices(_ slice: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, layout: ShardLayout,
+                             root: Int, at site: CallSite) throws { throw slicedCollectiveMissing("gatherSlices") }
+    public func scatterSlices(_ full: UnsafePointer<Float>?, into slice: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                              root: Int, at site: CallSite) throws { throw slicedCollectiveMissing("scatterSlices") }
+
+    private func slicedCollectiveMissing(_ operation: String) -> CommunicationError {
+        CommunicationError(operation: operation, rank: rank, message: "\(type(of: self)) does not implement sliced collectives (distributed.shard_optimizer)")
+    }
+
     /// No node-shared memory: the default for communicators without it.
     public func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? { nil }
 
@@ -202,6 +238,36 @@ extension Communicator {
     /// The ranks that hold this rank's local rank, one per node, or nil without MPI.
     public func splitAcrossNodes(file: StaticString = #fileID, line: UInt = #line) throws -> CrossNodeGroup? {
         try splitAcrossNodes(at: CallSite(file: file, line: line))
+    }
+
+    /// Sums every rank's `send` and writes this rank's slice of the sum to `receive`.
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                                 file: StaticString = #fileID, line: UInt = #line) throws {
+        try reduceScatterSum(send, into: receive, layout: layout, at: CallSite(file: file, line: line))
+    }
+
+    /// In place: every rank's own slice of `buffer` is copied to every rank.
+    public func allgatherSlices(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                                file: StaticString = #fileID, line: UInt = #line) throws {
+        try allgatherSlices(buffer, layout: layout, at: CallSite(file: file, line: line))
+    }
+
+    /// This rank receives its slice of every rank's `send`, in rank order.
+    public func alltoallSlices(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                               file: StaticString = #fileID, line: UInt = #line) throws {
+        try alltoallSlices(send, into: receive, layout: layout, at: CallSite(file: file, line: line))
+    }
+
+    /// Rank `root` receives every rank's slice at its place in `full`.
+    public func gatherSlices(_ slice: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, layout: ShardLayout,
+                             root: Int, file: StaticString = #fileID, line: UInt = #line) throws {
+        try gatherSlices(slice, into: full, layout: layout, root: root, at: CallSite(file: file, line: line))
+    }
+
+    /// Every rank receives its slice of the root's `full`.
+    public func scatterSlices(_ full: UnsafePointer<Float>?, into slice: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                              root: Int, file: StaticString = #fileID, line: UInt = #line) throws {
+        try scatterSlices(full, into: slice, layout: layout, root: root, at: CallSite(file: file, line: line))
     }
 
     /// In-place sum over ranks.

@@ -6,6 +6,9 @@ public enum CollectiveOperation: String, Sendable {
     /// Hierarchical reduction: the split into one group per local rank, and one step of the ring across nodes in such
     /// a group (send to the next node's rank, receive from the previous one's).
     case splitAcrossNodes, sendReceiveAcrossNodes
+    /// Sharded optimizer (`ShardLayout` slices): gradient sum to slice owners, parameter allgather, every rank's copy
+    /// of a slice to its owner (deterministic order), and the checkpoint's gather to / scatter from the root.
+    case reduceScatterSum, allgatherSlices, alltoallSlices, gatherSlices, scatterSlices
 }
 
 /// Element type of a collective's buffer.

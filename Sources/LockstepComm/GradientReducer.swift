@@ -99,6 +99,7 @@ public final class GradientReducer {
         didSet {
             precondition(fault != .skipBucket || [.blocking, .deterministic, .sharedMemory, .hierarchical].contains(mode),
                          "reduction fault skip_bucket needs a reduction mode without overlap, have \(mode)")
+            precondition(fault != .skipBucket || shardLayout == nil, "reduction fault skip_bucket has no bucket to skip with a sharded optimizer")
         }
     }
 
@@ -121,6 +122,12 @@ public final class GradientReducer {
     private let hierarchicalSlice: Int  // `.hierarchical`: floats each local rank reduces (equal for all)
     private let accumulator: FloatBuffer?  // `.deterministic`: the step's micro-batch gradients, summed in order
     private var accumulated = false
+    /// With a sharded optimizer (ZeRO-1): the trainable gradients cut into one slice per rank. `finish` leaves only
+    /// this rank's slice of the average, in `shardGradients`; the rest of `gradients` is then unreduced.
+    public let shardLayout: ShardLayout?
+    private let shardBuffer: FloatBuffer?
+    /// Where the trainable gradients (and so `shardLayout`'s element 0) start in `gradients`.
+    public let trainableStart: Int
     private var microBatches = 1
     private var microBatch = 0
 
@@ -194,9 +201,16 @@ public final class GradientReducer {
     /// `hierarchicalSharedCount` floats and the same number of ranks on every node; it splits the communicator
     /// across nodes here (collective: every rank must create its reducer at the same point).
     /// Layers below `frozenLayers` (a frozen prefix: no gradient) belong to no bucket and are never reduced.
+    /// `shardOptimizer` (modes `.blocking` and `.deterministic`) reduces the trainable gradients as one bucket to
+    /// their slice owners only (`shardLayout`, `shardGradients`): a reduce-scatter, or in `.deterministic` mode every
+    /// rank's copy of the slice summed in rank order, bit-identical to the unsharded deterministic mean.
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
                 bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil,
-                frozenLayers: Int = 0) throws {
+                frozenLayers: Int = 0, shardOptimizer: Bool = false) throws {
+        if shardOptimizer && mode != .blocking && mode != .deterministic {
+            throw ReducerConfigurationError(
+                "a sharded optimizer needs reduction mode blocking or deterministic (gradients are reduce-scattered after backward), got \(mode)")
+        }
         if mode == .overlapThread && communicator.threadLevel < .serialized {
             throw ReducerConfigurationError(
                 "reduction mode overlapThread calls MPI from a second thread and needs MPI_THREAD_SERIALIZED, but MPI provided \(communicator.threadLevel); start MPI with threadLevel .serialized or use overlapPolling")
@@ -236,7 +250,7 @@ public final class GradientReducer {
         self.crossNode = crossNode
         self.ringChunk = ringChunk
         self.hierarchicalSlice = hierarchicalSlice
-        let oneBucket = mode == .sharedMemory || mode == .hierarchical
+        let oneBucket = mode == .sharedMemory || mode == .hierarchical || shardOptimizer
         // Plan over the trainable layers only: shift their offsets to start at 0, then back.
         let frozen = min(max(frozenLayers, 0), layerStartOffsets.count)
         let trainableStart = frozen < layerStartOffsets.count ? layerStartOffsets[frozen] : gradients.count
@@ -246,7 +260,11 @@ public final class GradientReducer {
             GradientBucket(elements: ($0.elements.lowerBound + trainableStart)..<($0.elements.upperBound + trainableStart),
                            layers: ($0.layers.lowerBound + frozen)...($0.layers.upperBound + frozen))
         }
-        self.shared = oneBucket ? shared : nil
+        self.trainableStart = trainableStart
+        let shardLayout = shardOptimizer ? try ShardLayout(count: gradients.count - trainableStart, parts: communicator.size) : nil
+        self.shardLayout = shardLayout
+        shardBuffer = shardLayout.map { FloatBuffer(count: $0.range(of: communicator.rank).count) }
+        self.shared = mode == .sharedMemory || mode == .hierarchical ? shared : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -263,7 +281,8 @@ public final class GradientReducer {
         launchOrder = [Int](repeating: -1, count: buckets.count)
         launchNanoseconds = [UInt64](repeating: 0, count: buckets.count)
         let largest = buckets.map(\.elements.count).max() ?? 0
-        gatherBuffer = mode == .deterministic ? FloatBuffer(count: largest * communicator.size) : nil
+        // Sharded, each rank gathers only its own slice from every rank: W × 1/W of the gradients.
+        gatherBuffer = mode == .deterministic ? FloatBuffer(count: (shardLayout?.largest ?? largest) * communicator.size) : nil
         accumulator = mode == .deterministic ? FloatBuffer(count: gradients.count) : nil
         if mode == .overlapThread {
             let slices = buckets.map { UnsafeMutableBufferPointer(rebasing: gradients[$0.elements]) }
@@ -278,13 +297,20 @@ public final class GradientReducer {
     /// Convenience over a model's `FlatTensors` gradients with `layerCount` layers (parameter-free ones included).
     public convenience init(communicator: any Communicator, parameters: FlatTensors, layerCount: Int,
                             bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking,
-                            shared: NodeSharedFloats? = nil, frozenLayers: Int = 0) throws {
+                            shared: NodeSharedFloats? = nil, frozenLayers: Int = 0, shardOptimizer: Bool = false) throws {
         guard let gradients = parameters.gradients else {
             throw ReducerConfigurationError("these tensors have no gradient buffer; create them with withGradients: true")
         }
         try self.init(communicator: communicator, gradients: gradients.buffer,
                       layerStartOffsets: (0..<layerCount).map { parameters.startOffset(ofLayer: $0) },
-                      bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared, frozenLayers: frozenLayers)
+                      bucketCapacityBytes: bucketCapacityBytes, mode: mode, shared: shared, frozenLayers: frozenLayers,
+                      shardOptimizer: shardOptimizer)
+    }
+
+    /// This rank's slice of the averaged trainable gradients after `finish` (sharded optimizer; empty otherwise):
+    /// element i is gradient `trainableStart + shardLayout.range(of: rank).lowerBound + i`.
+    public var shardGradients: UnsafeMutableBufferPointer<Float> {
+        shardBuffer?.buffer ?? UnsafeMutableBufferPointer(start: nil, count: 0)
     }
 
     deinit { worker?.stop() }
@@ -350,6 +376,13 @@ public final class GradientReducer {
             gradients.baseAddress!.update(from: accumulator!.pointer, count: gradients.count)
             accumulator!.zero()
             accumulated = false
+        }
+        if let shardLayout {
+            let start = bucketReduced == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            try reduceToShard(shardLayout)
+            if let bucketReduced, !buckets.isEmpty { bucketReduced(0, start, DispatchTime.now().uptimeNanoseconds) }
+            clearStep()
+            return
         }
         for bucket in 0..<buckets.count where !launched[bucket] { try launch(bucket, inFinish: true) }
         let scale = fault == .sum ? 1 : 1 / Float(communicator.size)
@@ -477,6 +510,24 @@ public final class GradientReducer {
         for rank in 1..<max(communicator.size, 1) {
             Kernels.add(gather + rank * count, into: target.baseAddress!, count: count)
         }
+    }
+
+    /// Sums the trainable gradients of every rank into this rank's slice (`shardGradients`), scaled like the
+    /// unsharded modes: × 1/W after the sum over ranks, then × 1/micro-batches in `.deterministic` mode.
+    private func reduceToShard(_ layout: ShardLayout) throws {
+        let source = gradients.baseAddress! + trainableStart
+        let mine = shardBuffer!.pointer, count = shardBuffer!.count, size = communicator.size
+        if mode == .deterministic {
+            let gather = gatherBuffer!.pointer
+            try communicator.alltoallSlices(source, into: gather, layout: layout)
+            // In rank order from rank 0's values, exactly as `reduceInRankOrder` sums a bucket.
+            mine.update(from: gather, count: count)
+            for rank in 1..<max(size, 1) { Kernels.add(gather + rank * count, into: mine, count: count) }
+        } else {
+            try communicator.reduceScatterSum(source, into: mine, layout: layout)
+        }
+        if size > 1 && fault != .sum { Kernels.scale(mine, by: 1 / Float(size), count: count) }
+        if accumulator != nil && microBatches > 1 { Kernels.scale(mine, by: 1 / Float(microBatches), count: count) }
     }
 
     /// Rank r's slice of `elements` when split W ways on 16-float (cache-line) boundaries.

@@ -242,6 +242,65 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         }
     }
 
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                                 at site: CallSite) throws {
+        try ready(.reduceScatterSum, .float32, layout.count, site)
+        try checkParts(layout, .reduceScatterSum)
+        let code = layout.counts.withUnsafeBufferPointer { lockstep_mpi_reduce_scatter_sum_float(send, receive, $0.baseAddress) }
+        try check(code, .reduceScatterSum, .float32, layout.count)
+    }
+
+    public func allgatherSlices(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, at site: CallSite) throws {
+        try ready(.allgatherSlices, .float32, layout.count, site)
+        try checkParts(layout, .allgatherSlices)
+        let code = layout.counts.withUnsafeBufferPointer { counts in
+            layout.offsets.withUnsafeBufferPointer { lockstep_mpi_allgatherv_float(buffer, counts.baseAddress, $0.baseAddress) }
+        }
+        try check(code, .allgatherSlices, .float32, layout.count)
+    }
+
+    public func alltoallSlices(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                               at site: CallSite) throws {
+        try ready(.alltoallSlices, .float32, layout.count, site)
+        try checkParts(layout, .alltoallSlices)
+        let code = layout.counts.withUnsafeBufferPointer { counts in
+            layout.offsets.withUnsafeBufferPointer { lockstep_mpi_alltoall_blocks_float(send, counts.baseAddress, $0.baseAddress, receive) }
+        }
+        try check(code, .alltoallSlices, .float32, layout.count)
+    }
+
+    public func gatherSlices(_ slice: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, layout: ShardLayout,
+                             root: Int, at site: CallSite) throws {
+        try ready(.gatherSlices, .float32, layout.count, site, root: root)
+        try checkParts(layout, .gatherSlices, root: root, rootBuffer: full != nil)
+        let code = layout.counts.withUnsafeBufferPointer { counts in
+            layout.offsets.withUnsafeBufferPointer {
+                lockstep_mpi_gatherv_float(slice, layout.counts[rank], full, counts.baseAddress, $0.baseAddress, Int32(root))
+            }
+        }
+        try check(code, .gatherSlices, .float32, layout.count)
+    }
+
+    public func scatterSlices(_ full: UnsafePointer<Float>?, into slice: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                              root: Int, at site: CallSite) throws {
+        try ready(.scatterSlices, .float32, layout.count, site, root: root)
+        try checkParts(layout, .scatterSlices, root: root, rootBuffer: full != nil)
+        let code = layout.counts.withUnsafeBufferPointer { counts in
+            layout.offsets.withUnsafeBufferPointer {
+                lockstep_mpi_scatterv_float(full, counts.baseAddress, $0.baseAddress, slice, layout.counts[rank], Int32(root))
+            }
+        }
+        try check(code, .scatterSlices, .float32, layout.count)
+    }
+
+    /// Refuses a layout cut for another world size, a root outside it, or a root without its full buffer.
+    private func checkParts(_ layout: ShardLayout, _ operation: CollectiveOperation, root: Int = 0, rootBuffer: Bool = true) throws {
+        if layout.parts != size || !(0..<size).contains(root) || (rank == root && !rootBuffer) {
+            throw CommunicationError(operation: describe(operation, .float32, layout.count), rank: rank,
+                                     message: "needs a layout of \(size) slices (got \(layout.parts)), a root among the \(size) ranks (got \(root)) and the full buffer on the root")
+        }
+    }
+
     /// A bare `MPI_Allreduce` (in place, float sum) with no flight record and no error wrapping: the baseline
     /// `lockstep bench allreduce` compares the Communicator against. Returns the MPI error code.
     public func rawAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) -> Int32 {

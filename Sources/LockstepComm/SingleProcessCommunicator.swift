@@ -62,6 +62,48 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
         return .completed
     }
 
+    // One rank owns the single slice: every sliced collective is a copy (or nothing, in place).
+
+    public func reduceScatterSum(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                                 at site: CallSite) throws {
+        try checkOnePart(layout, "reduceScatterSum")
+        recorder.record(.reduceScatterSum, .float32, count: layout.count, at: site)
+        receive.update(from: send, count: layout.count)
+    }
+
+    public func allgatherSlices(_ buffer: UnsafeMutablePointer<Float>, layout: ShardLayout, at site: CallSite) throws {
+        try checkOnePart(layout, "allgatherSlices")
+        recorder.record(.allgatherSlices, .float32, count: layout.count, at: site)
+    }
+
+    public func alltoallSlices(_ send: UnsafePointer<Float>, into receive: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                               at site: CallSite) throws {
+        try checkOnePart(layout, "alltoallSlices")
+        recorder.record(.alltoallSlices, .float32, count: layout.count, at: site)
+        receive.update(from: send, count: layout.count)
+    }
+
+    public func gatherSlices(_ slice: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, layout: ShardLayout,
+                             root: Int, at site: CallSite) throws {
+        try checkOnePart(layout, "gatherSlices", root: root)
+        recorder.record(.gatherSlices, .float32, count: layout.count, root: root, at: site)
+        full?.update(from: slice, count: layout.count)
+    }
+
+    public func scatterSlices(_ full: UnsafePointer<Float>?, into slice: UnsafeMutablePointer<Float>, layout: ShardLayout,
+                              root: Int, at site: CallSite) throws {
+        try checkOnePart(layout, "scatterSlices", root: root)
+        recorder.record(.scatterSlices, .float32, count: layout.count, root: root, at: site)
+        if let full { slice.update(from: full, count: layout.count) }
+    }
+
+    private func checkOnePart(_ layout: ShardLayout, _ operation: String, root: Int = 0) throws {
+        guard layout.parts == 1, root == 0 else {
+            throw CommunicationError(operation: "\(operation)(float32 × \(layout.count))", rank: 0,
+                                     message: "a 1-rank job has one slice and root 0, got \(layout.parts) slices and root \(root)")
+        }
+    }
+
     public func abort(code: Int32) -> Never { exit(code) }
 
     public func finalize() throws {}

@@ -61,8 +61,10 @@ extension TrainingConfig {
         let options = trainingOptions(checkpoints: checkpoints)
         let stepsPerEpoch = Trainer.stepsPerEpoch(samples: train.count, worldSize: communicator.size, options: options)
         let schedule = makeSchedule(stepsPerEpoch: stepsPerEpoch, globalBatch: batchSize * communicator.size * accumulationSteps)
-        let trainable = Trainer.trainableParameterCount(of: model, frozenLayers: frozenLayers)
-        return try Trainer(model: model, loss: loss, optimizer: Self.makeOptimizer(optimizer, parameterCount: trainable),
+        // The trainable parameters, or this rank's slice of them with distributed.shard_optimizer.
+        let stateCount = try Trainer.optimizerParameterCount(of: model, options: options, worldSize: communicator.size,
+                                                             rank: communicator.rank)
+        return try Trainer(model: model, loss: loss, optimizer: Self.makeOptimizer(optimizer, parameterCount: stateCount),
                            schedule: schedule, data: TrainingData(train: train, test: test), options: options,
                            communicator: communicator, log: log)
     }

@@ -329,6 +329,7 @@ public struct TrainingConfig: Sendable {
         distributed.transport = try x.word("transport", default: DistributedOptions.Transport.auto)
         distributed.deterministic = try x.bool("deterministic", default: false)
         distributed.syncBatchNorm = try x.bool("sync_batchnorm", default: false)
+        distributed.shardOptimizer = try x.bool("shard_optimizer", default: false)
         distributed.checkEvery = try x.int("check_every", default: 100, range: 0...Int.max)
         distributed.nonFinite = try x.word("nonfinite", default: DistributedOptions.NonFinitePolicy.skip)
         distributed.timeoutSeconds = try x.double("timeout_seconds", default: 300, range: 0...1e6)

@@ -15,10 +15,17 @@ public enum GradientClipping {
     public static func clipByGlobalNorm(_ gradients: UnsafeMutablePointer<Float>, count: Int, maxNorm: Float) -> Float {
         precondition(maxNorm > 0, "maxNorm must be positive, got \(maxNorm)")
         let norm = globalNorm(gradients, count: count)
-        guard norm.isFinite else { return norm }
+        clip(gradients, count: count, norm: norm, maxNorm: maxNorm)
+        return norm
+    }
+
+    /// Scales `count` gradients by maxNorm / (norm + 1e-6) when `norm` (of these and possibly others: a sharded
+    /// optimizer's slice) exceeds `maxNorm`; leaves them alone when `norm` is not finite.
+    public static func clip(_ gradients: UnsafeMutablePointer<Float>, count: Int, norm: Float, maxNorm: Float) {
+        precondition(maxNorm > 0, "maxNorm must be positive, got \(maxNorm)")
+        guard norm.isFinite else { return }
         // The 1e-6 matches PyTorch and keeps the clipped norm just under maxNorm.
         let coefficient = maxNorm / (norm + 1e-6)
         if coefficient < 1 { Kernels.scale(gradients, by: coefficient, count: count) }
-        return norm
     }
 }

@@ -17,12 +17,14 @@ public struct RunSummary: Sendable {
     public var seconds: Double
     /// FNV-1a hash of the final parameter bytes (equal on every rank).
     public var parameterChecksum: UInt64
+    /// Bytes of optimizer state this rank holds (1/W of it with `distributed.shard_optimizer`).
+    public var optimizerStateBytes: Int = 0
 
     /// The closing line the CLI prints, e.g. `done: test accuracy 0.8971, test loss 0.29511, 7035 steps (0 skipped), …`.
     public var line: String {
         let accuracy = testAccuracy.map { String(format: "test accuracy %.4f, ", $0) } ?? ""
-        return String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s",
-                      accuracy, testLoss, steps, skippedSteps, samplesPerSecond, seconds)
+        return String(format: "done: %@test loss %.5f, %d steps (%d skipped), %.0f samples/s, %.1f s, optimizer state %d bytes per rank",
+                      accuracy, testLoss, steps, skippedSteps, samplesPerSecond, seconds, optimizerStateBytes)
     }
 }
 
@@ -150,6 +152,30 @@ public final class Trainer {
         model.parameters.count - model.parameters.startOffset(ofLayer: frozenLayers)
     }
 
+    /// Parameters this rank's optimizer must keep state for: the trainable ones, or with
+    /// `distributed.shard_optimizer` this rank's slice of them (`ShardLayout` over `worldSize` ranks).
+    public static func optimizerParameterCount(of model: Sequential, options: TrainingOptions, worldSize: Int, rank: Int) throws -> Int {
+        let trainable = trainableParameterCount(of: model, frozenLayers: options.frozenLayers)
+        guard options.distributed.shardOptimizer else { return trainable }
+        return try ShardLayout(count: trainable, parts: worldSize).range(of: rank).count
+    }
+
+    /// Bytes of optimizer state this rank holds.
+    public var optimizerStateBytes: Int { optimizer.stateBuffers.reduce(0) { $0 + $1.buffer.count } * MemoryLayout<Float>.stride }
+
+    /// E.g. `optimizer state 470272 bytes per rank (sharded over 4 ranks; 1881168 unsharded)`.
+    public var optimizerStateDescription: String {
+        let line = "optimizer state \(optimizerStateBytes) bytes per rank"
+        guard let layout = reducer.shardLayout else { return line }
+        let unsharded = optimizer.stateBuffers.count * layout.count * MemoryLayout<Float>.stride
+        return line + " (sharded over \(layout.parts) rank\(layout.parts == 1 ? "" : "s"); \(unsharded) unsharded)"
+    }
+
+    /// The slice of the trainable parameters this rank updates, when the optimizer is sharded.
+    var optimizerShard: (layout: ShardLayout, slice: Range<Int>)? {
+        reducer.shardLayout.map { ($0, $0.range(of: communicator.rank)) }
+    }
+
     /// Per-rank batch, global batch (samples per optimizer step over all ranks).
     public var perRankBatch: Int { options.batchSize }
     public var globalBatch: Int { options.batchSize * communicator.size * options.accumulationSteps }
@@ -203,6 +229,14 @@ public final class Trainer {
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
         (reducer, bucketCapacityBytes) = try Trainer.makeReducer(options.distributed, model: model, communicator: communicator,
                                                                  frozenLayers: options.frozenLayers, log: log)
+        if let (_, slice) = optimizerShard {
+            for (name, buffer) in optimizer.stateBuffers where buffer.count != slice.count {
+                throw ConfigError("key 'distributed.shard_optimizer': the optimizer's \(name) holds \(buffer.count) values but rank \(communicator.rank) updates a slice of \(slice.count) of the \(trainableParameterCount) trainable parameters; create the optimizer with parameterCount: Trainer.optimizerParameterCount(of:options:worldSize:rank:)")
+            }
+            if options.faults.reductionFault == .skipBucket {
+                throw ConfigError("key 'debug.reduction_fault': skip_bucket cannot be combined with distributed.shard_optimizer (the trainable gradients are one reduce-scatter)")
+            }
+        }
         reducer.fault = options.faults.reductionFault
         if options.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: options.seed).split(1))
@@ -210,8 +244,11 @@ public final class Trainer {
         try prepareCheckpoints()
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.parameters.values.buffer), root: 0)
         try communicator.broadcast(UnsafeMutableRawBufferPointer(model.state.values.buffer), root: 0)
-        for (_, buffer) in optimizer.stateBuffers {
-            try communicator.broadcast(UnsafeMutableRawBufferPointer(buffer.buffer), root: 0)
+        // A sharded optimizer's state arrived in prepareCheckpoints (scattered from rank 0) or starts fresh on every rank.
+        if optimizerShard == nil {
+            for (_, buffer) in optimizer.stateBuffers {
+                try communicator.broadcast(UnsafeMutableRawBufferPointer(buffer.buffer), root: 0)
+            }
         }
     }
 
@@ -262,6 +299,12 @@ public final class Trainer {
     /// `bucketMiB` nil times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
     static func makeReducer(_ d: DistributedOptions, model: Sequential, communicator: Communicator, frozenLayers: Int,
                             log: (String) -> Void) throws -> (reducer: GradientReducer, bucketBytes: Int) {
+        if d.shardOptimizer && d.overlap != .blocking {
+            throw ConfigError("key 'distributed.shard_optimizer': cannot be combined with distributed.overlap '\(d.overlap.rawValue)' (the sharded update reduce-scatters the gradients after backward); use overlap blocking")
+        }
+        if d.shardOptimizer && d.transport != .auto && d.transport != .mpi {
+            throw ConfigError("key 'distributed.shard_optimizer': cannot be combined with distributed.transport '\(d.transport.rawValue)' (gradients are reduce-scattered through MPI); use transport auto or mpi")
+        }
         var mode: ReductionMode
         switch (d.deterministic, d.overlap) {
         case (true, _): mode = .deterministic
@@ -273,12 +316,12 @@ public final class Trainer {
         // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
         // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
         let worthIt = d.transport == .sharedMemory || model.parameters.count * MemoryLayout<Float>.stride >= 8192
-        if mode == .blocking && d.transport != .mpi && d.transport != .hierarchical && worthIt {
+        if mode == .blocking && !d.shardOptimizer && d.transport != .mpi && d.transport != .hierarchical && worthIt {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
         }
         // Across nodes with several ranks on each: within the node through shared memory, across it per local rank.
         // Decided from every rank's node size (one collective), so all ranks choose alike.
-        if communicator.size > 1 && shared == nil && mode == .blocking && (d.transport == .hierarchical || d.transport == .auto && worthIt),
+        if communicator.size > 1 && shared == nil && mode == .blocking && !d.shardOptimizer && (d.transport == .hierarchical || d.transport == .auto && worthIt),
            let perNode = try GradientReducer.ranksPerNode(communicator: communicator),
            d.transport == .hierarchical || perNode > 1 && perNode < communicator.size {
             let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode,
@@ -301,13 +344,14 @@ public final class Trainer {
             throw ConfigError("key 'distributed.transport': shared_memory needs every rank on one node and blocking reduction, but \(reason); use transport auto or mpi")
         }
         var bucketBytes = Int((d.bucketMiB ?? 1) * 1_048_576)
-        if d.bucketMiB == nil && mode != .sharedMemory && mode != .hierarchical && communicator.size > 1 {
+        if d.bucketMiB == nil && mode != .sharedMemory && mode != .hierarchical && !d.shardOptimizer && communicator.size > 1 {
             let measured = try BucketSizing.measure(communicator: communicator, scratch: model.parameters.gradients!.buffer)
             bucketBytes = measured.bytes
             if communicator.rank == 0 { log(measured.line) }
         }
         let reducer = try GradientReducer(communicator: communicator, parameters: model.parameters, layerCount: model.layers.count,
-                                          bucketCapacityBytes: bucketBytes, mode: mode, shared: shared, frozenLayers: frozenLayers)
+                                          bucketCapacityBytes: bucketBytes, mode: mode, shared: shared, frozenLayers: frozenLayers,
+                                          shardOptimizer: d.shardOptimizer)
         return (reducer, bucketBytes)
     }
 
@@ -400,7 +444,7 @@ public final class Trainer {
         return RunSummary(testAccuracy: evaluation.accuracy, testLoss: evaluation.loss, trainLoss: lastMetrics?.trainLoss ?? .nan,
                           samplesPerSecond: Double(trainedSamples) / max(trainSeconds, 1e-9), steps: step,
                           skippedSteps: skippedSteps, worldSize: communicator.size, seconds: Date().timeIntervalSince(start),
-                          parameterChecksum: parameterChecksum())
+                          parameterChecksum: parameterChecksum(), optimizerStateBytes: optimizerStateBytes)
     }
 
     /// Trains one optimizer step on the next batches of the current epoch (starting the epoch's data when none is
@@ -425,7 +469,10 @@ public final class Trainer {
         observer?.lap(.allreduceWait)
         if let hookError { throw hookError }
         mine.lossNonFinite = !lossSum.isFinite
-        mine.gradientsNonFinite = !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+        // Sharded, only this rank's slice is reduced; a non-finite gradient on any rank lands in some owner's slice.
+        mine.gradientsNonFinite = optimizerShard == nil
+            ? !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+            : !Kernels.allFinite(reducer.shardGradients.baseAddress!, count: reducer.shardGradients.count)
         mine.stopRequested = stopRequested != 0
         let decision = try control.reduce(mine, rank: communicator.rank, communicator: communicator)
         try apply(decision)
@@ -495,6 +542,21 @@ public final class Trainer {
             }
             skippedSteps += 1
             if communicator.rank == 0 { log("step \(step): non-finite \(what); step skipped on every rank") }
+            return
+        }
+        if let (layout, slice) = optimizerShard {
+            // ZeRO-1: update this rank's slice from its reduced gradients, then every rank sends its slice to all.
+            let gradients = reducer.shardGradients.baseAddress!
+            if options.clipGradientNorm > 0 {
+                // The global norm from every slice's sum of squares.
+                let squares = try communicator.allreduceSum(Kernels.sumOfSquares(gradients, count: slice.count))
+                GradientClipping.clip(gradients, count: slice.count, norm: Float(squares.squareRoot()),
+                                      maxNorm: Float(options.clipGradientNorm))
+            }
+            let trainable = model.parameters.values.pointer + trainableOffset
+            optimizer.step(parameters: trainable + slice.lowerBound, gradients: gradients, count: slice.count,
+                           learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
+            try communicator.allgatherSlices(trainable, layout: layout)
             return
         }
         // Frozen layers come first in the flat buffers: the optimizer sees the trainable suffix only.

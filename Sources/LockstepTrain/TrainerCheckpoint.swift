@@ -67,8 +67,11 @@ extension Trainer {
     /// checkpoint; every rank learns the outcome together (so a bad checkpoint stops all ranks with rank 0's message,
     /// before any work).
     func prepareCheckpoints() throws {
-        // step, epoch, epoch position, optimizer steps, skipped, early stopping: best epoch (0 none), best bits, wait
-        var position: [Int64] = [0, 0, 0, 0, 0, 0, 0, 0]
+        // step, epoch, epoch position, optimizer steps, skipped, early stopping: best epoch (0 none), best bits, wait,
+        // optimizer state loaded (1: rank 0 holds it in full and scatters the slices of a sharded optimizer)
+        var position: [Int64] = [0, 0, 0, 0, 0, 0, 0, 0, 0]
+        // Sharded: rank 0 reads the whole optimizer state into buffers of its own (the checkpoint holds it whole).
+        var fullState: [FloatBuffer] = []
         try communicator.rootActs("prepare checkpoints") {
             if let directory = checkpoints.directory {
                 let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
@@ -80,7 +83,8 @@ extension Trainer {
                 let search = try store.resolve(resume: resume)
                 for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
                 if let file = search.file, let path = search.path {
-                    position = try restore(from: file)
+                    if let (layout, _) = optimizerShard { fullState = optimizer.stateBuffers.map { _ in FloatBuffer(count: layout.count) } }
+                    position = try restore(from: file, optimizerState: optimizerShard == nil ? optimizer.stateBuffers.map(\.buffer) : fullState) + [1]
                     log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
                 } else {
                     log("resume: no checkpoint in \(directory); starting fresh")
@@ -94,11 +98,18 @@ extension Trainer {
         optimizer.stepCount = Int(position[3]); skippedSteps = Int(position[4])
         best = position[5] > 0 ? (Double(bitPattern: UInt64(bitPattern: position[6])), Int(position[5])) : nil
         epochsWithoutImprovement = Int(position[7])
+        if let (layout, _) = optimizerShard, position[8] != 0 {
+            for (index, (_, buffer)) in optimizer.stateBuffers.enumerated() {
+                try communicator.scatterSlices(communicator.rank == 0 ? UnsafePointer(fullState[index].pointer) : nil,
+                                               into: buffer.pointer, layout: layout, root: 0)
+            }
+        }
         lastSavedStep = checkpoints.resume != nil && step > 0 ? step : -1
     }
 
-    /// Copies a checkpoint into the model and optimizer (rank 0; the caller broadcasts); returns the position.
-    private func restore(from file: SafeTensorsFile) throws -> [Int64] {
+    /// Copies a checkpoint into the model and `optimizerState` (the optimizer's buffers, or whole-state buffers that
+    /// a sharded optimizer's slices are scattered from) on rank 0; the caller broadcasts. Returns the position.
+    private func restore(from file: SafeTensorsFile, optimizerState: [FloatBuffer]) throws -> [Int64] {
         guard case .verified = file.checksumStatus else {
             throw CheckpointError(file: file.path, "has no valid lockstep.checksum; refusing to resume from it")
         }
@@ -107,7 +118,7 @@ extension Trainer {
         }
         try file.restore(into: model.parameters)
         try file.restore(into: model.state)
-        for (name, buffer) in optimizer.stateBuffers {
+        for ((name, _), buffer) in zip(optimizer.stateBuffers, optimizerState) {
             for slot in trainableSlots {
                 try file.restore("optimizer.\(slot.name).\(name)", into: buffer.pointer + slot.offset - trainableOffset, shape: slot.shape)
             }
@@ -139,12 +150,21 @@ extension Trainer {
     /// Rank 0 writes a checkpoint of this step atomically; the others wait for its outcome, so the checkpoint
     /// reflects one step on every rank and a failed write (disk full) stops every rank with rank 0's message.
     func saveCheckpoint() throws {
+        // Sharded: rank 0 gathers the whole optimizer state first (a collective, so before rootActs), for the one file.
+        var state = optimizer.stateBuffers
+        if let (layout, _) = optimizerShard, checkpoints.enabled {
+            state = try state.map { name, buffer in
+                let full = FloatBuffer(count: communicator.rank == 0 ? layout.count : 0)
+                try communicator.gatherSlices(buffer.pointer, into: communicator.rank == 0 ? full.pointer : nil, layout: layout, root: 0)
+                return (name, full)
+            }
+        }
         try communicator.rootActs("write the checkpoint at step \(step)") {
             guard let directory = checkpoints.directory else { return }
             do {
                 let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
                 var tensors = TensorSource.slots(of: model.parameters) + TensorSource.slots(of: model.state)
-                for (name, buffer) in optimizer.stateBuffers {
+                for (name, buffer) in state {
                     tensors += trainableSlots.map {
                         TensorSource(name: "optimizer.\($0.name).\(name)", shape: $0.shape, buffer: buffer,
                                      offset: $0.offset - trainableOffset, count: $0.count)

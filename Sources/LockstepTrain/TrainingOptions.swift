@@ -146,6 +146,9 @@ public struct DistributedOptions: Sendable {
     public var transport = Transport.auto
     /// Reduce in rank order: bit-identical to one rank accumulating the same micro-batches.
     public var deterministic = false
+    /// ZeRO-1: each rank keeps optimizer state for its 1/W slice of the trainable parameters, updates that slice
+    /// after a reduce-scatter of the gradients and allgathers the parameters (blocking or deterministic reduction).
+    public var shardOptimizer = false
     /// BatchNorm statistics over the global batch.
     public var syncBatchNorm = false
     /// Compare a parameter checksum across ranks every N steps (0 = only at the end).

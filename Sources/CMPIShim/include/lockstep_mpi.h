@@ -58,6 +58,24 @@ int lockstep_mpi_barrier(void);
 /// Gathers `byte_count` bytes from each rank into `receive` (size × byte_count bytes) in rank order.
 int lockstep_mpi_allgather(const void *send, size_t byte_count, void *receive);
 
+/// Sums every rank's `send` (the blocks of all ranks back to back: counts[0] floats for rank 0, then counts[1], …)
+/// and leaves this rank's block of the sum in `receive` (counts[rank] floats; must not overlap `send`).
+int lockstep_mpi_reduce_scatter_sum_float(const float *send, float *receive, const int *counts);
+/// In place: every rank holds its block at buffer + displacements[rank] (counts[rank] floats); afterwards every
+/// rank holds every block.
+int lockstep_mpi_allgatherv_float(float *buffer, const int *counts, const int *displacements);
+/// Every rank sends block q of `send` (counts[q] floats at displacements[q]) to rank q; this rank receives its
+/// block from every rank, in rank order, back to back in `receive` (size × counts[rank] floats).
+int lockstep_mpi_alltoall_blocks_float(const float *send, const int *counts, const int *displacements, float *receive);
+/// Rank `root` receives every rank's `count` floats of `send` at receive + displacements[rank] (counts[rank] =
+/// that rank's count); `receive` is only read on the root.
+int lockstep_mpi_gatherv_float(const float *send, int count, float *receive, const int *counts,
+                               const int *displacements, int root);
+/// Every rank receives its block (counts[rank] floats at displacements[rank]) of the root's `send` into `receive`;
+/// `send` is only read on the root.
+int lockstep_mpi_scatterv_float(const float *send, const int *counts, const int *displacements, float *receive,
+                                int count, int root);
+
 /// Starts a nonblocking in-place float sum; complete it with lockstep_mpi_test or lockstep_mpi_wait.
 int lockstep_mpi_start_allreduce_sum_float(float *buffer, size_t count, lockstep_mpi_request *request);
 /// Sets *completed to 1 when the request has finished (and drives MPI progress).
