@@ -193,6 +193,10 @@ public final class GANTrainer {
                              prefetch: options.prefetch == .on || (options.prefetch == .auto && BLAS.threadCount > 1),
                              reverseOrder: options.faults.reverseBatches)
 
+        // The GAN's optimizers update whole models; sharding their state (ZeRO-1) is Trainer's alone for now.
+        if options.distributed.shardOptimizer {
+            throw ConfigError("key 'distributed.shard_optimizer': a GAN keeps whole optimizer states; set it to false")
+        }
         try Trainer.checkRanksAgree(options: options, model: generator, data: data, communicator: communicator)
         try Trainer.checkRanksAgree(options: options, model: discriminator, data: data, communicator: communicator)
         hostNames = try Watchdog.gatherHostNames(communicator)

@@ -119,6 +119,9 @@ final class GANTests: XCTestCase {
         var options = TrainingOptions()
         options.accumulationSteps = 2
         XCTAssertThrowsError(try makeGAN(options: options)) { XCTAssertTrue("\($0)".contains("key 'training.accumulation_steps'"), "\($0)") }
+        options = TrainingOptions()
+        options.distributed.shardOptimizer = true
+        XCTAssertThrowsError(try makeGAN(options: options)) { XCTAssertTrue("\($0)".contains("key 'distributed.shard_optimizer'"), "\($0)") }
     }
 
     func testJudgeCountsClassesEntropyAndConfidence() throws {
