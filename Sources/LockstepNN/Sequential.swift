@@ -16,6 +16,9 @@ public final class Sequential {
     private var plannedBatch = 0
     /// Index of the first layer with trainable parameters (the layer count when there is none); backward stops there.
     public let firstLayerWithParameters: Int
+    /// Per layer: a ReLU that the MaxPool2D right after it applies itself (`MaxPool2D.forwardRectified`), so the
+    /// full-size ReLU output is never written, read or kept.
+    public let fusedIntoNextLayer: [Bool]
     private var activations: [FloatBuffer] = []
     private var gradientA = FloatBuffer(count: 0)
     private var gradientB = FloatBuffer(count: 0)
@@ -34,6 +37,7 @@ public final class Sequential {
         }
         self.shapes = shapes
         firstLayerWithParameters = layers.firstIndex { !$0.parameterSpecs.isEmpty } ?? layers.count
+        fusedIntoNextLayer = layers.indices.map { $0 + 1 < layers.count && layers[$0] is ReLU && layers[$0 + 1] is MaxPool2D }
         parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
         state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
         bindLayers()
@@ -90,7 +94,7 @@ public final class Sequential {
     public func plan(batchSize: Int) {
         guard batchSize > plannedBatch else { return }
         plannedBatch = batchSize
-        activations = shapes.map { FloatBuffer(count: batchSize * $0.reduce(1, *)) }
+        activations = shapes.indices.map { FloatBuffer(count: fusedIntoNextLayer[$0] ? 0 : batchSize * shapes[$0].reduce(1, *)) }
         let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
         gradientA = FloatBuffer(count: batchSize * widest)
         gradientB = FloatBuffer(count: batchSize * widest)
@@ -107,9 +111,14 @@ public final class Sequential {
         precondition(batch <= plannedBatch, "batch \(batch) exceeds planned batch \(plannedBatch); call plan(batchSize:)")
         var x = input
         for (index, layer) in layers.enumerated() {
+            if fusedIntoNextLayer[index] { continue }  // x stays the ReLU's input, which the pool below rectifies
             var layerContext = context
             layerContext.rng = context.rng.split(UInt64(index))
-            layer.forward(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            if index > 0 && fusedIntoNextLayer[index - 1] {
+                (layer as! MaxPool2D).forwardRectified(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            } else {
+                layer.forward(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            }
             x = UnsafePointer(activations[index].pointer)
         }
         return activations.last?.pointer ?? UnsafeMutablePointer(mutating: input)
@@ -128,11 +137,19 @@ public final class Sequential {
         // backward FLOPs) and the layers before it do no backward work at all.
         let first = max(firstTrainableLayer, firstLayerWithParameters)
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
-            guard index >= first else { layerDone(index); continue }
-            let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+            // A fused ReLU's gradient was already written by the pool above it (dy is the ReLU input's gradient).
+            guard index >= first && !fusedIntoNextLayer[index] else { layerDone(index); continue }
             let needsInputGradient = index > first
-            layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                   inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
+            if index > 0 && fusedIntoNextLayer[index - 1] {
+                if needsInputGradient {
+                    (layers[index] as! MaxPool2D).backwardRectified(output: activations[index].pointer, outputGradient: dy,
+                                                                    inputGradient: target.pointer, batch: batch)
+                }
+            } else {
+                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+                layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                       inputGradient: needsInputGradient ? target.pointer : nil, batch: batch)
+            }
             layerDone(index)
             if needsInputGradient {
                 dy = UnsafePointer(target.pointer)
