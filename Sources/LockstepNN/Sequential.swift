@@ -14,6 +14,7 @@ public final class Sequential {
     public let state: FlatTensors
 
     private var plannedBatch = 0
+    private var plannedTrainingBatch = 0
     /// Index of the first layer with trainable parameters (the layer count when there is none); backward stops there.
     public let firstLayerWithParameters: Int
     /// Per layer: a ReLU that the MaxPool2D right after it applies itself (`MaxPool2D.forwardRectified`), so the
@@ -90,14 +91,20 @@ public final class Sequential {
         }
     }
 
-    /// Allocates activations and layer workspace for batches of up to `batchSize`; a no-op when already planned.
-    public func plan(batchSize: Int) {
+    /// Allocates activations and layer workspace for forward batches of up to `batchSize`, and backward's gradient
+    /// buffers for batches of up to `trainingBatchSize` (default: `batchSize`), so that evaluating in batches larger
+    /// than the training batch does not pay for gradient buffers that size; a no-op when already planned.
+    public func plan(batchSize: Int, trainingBatchSize: Int? = nil) {
+        let training = min(trainingBatchSize ?? batchSize, batchSize)
+        if training > plannedTrainingBatch {
+            plannedTrainingBatch = training
+            let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
+            gradientA = FloatBuffer(count: training * widest)
+            gradientB = FloatBuffer(count: training * widest)
+        }
         guard batchSize > plannedBatch else { return }
         plannedBatch = batchSize
         activations = shapes.indices.map { FloatBuffer(count: fusedIntoNextLayer[$0] ? 0 : batchSize * shapes[$0].reduce(1, *)) }
-        let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
-        gradientA = FloatBuffer(count: batchSize * widest)
-        gradientB = FloatBuffer(count: batchSize * widest)
         var shape = inputShape
         for (index, layer) in layers.enumerated() {
             layer.plan(batchSize: batchSize, inputShape: shape)
@@ -130,6 +137,7 @@ public final class Sequential {
     /// `firstTrainableLayer` (frozen) get no gradient and cost nothing.
     public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
                          firstTrainableLayer: Int = 0, layerDone: (Int) -> Void = { _ in }) {
+        precondition(batch <= plannedTrainingBatch, "backward batch \(batch) exceeds planned training batch \(plannedTrainingBatch); call plan(batchSize:trainingBatchSize:)")
         var dy = outputGradient
         var target = gradientA
         // No gradient is needed below the first trainable layer (the first with parameters, or above the frozen

@@ -109,6 +109,30 @@ final class SequentialTests: XCTestCase {
         try checkFusedReLUPool(imageSize: 7, poolKernel: 3, poolStride: 2)  // overlapping windows
     }
 
+    func testEvaluationBatchLargerThanTheTrainingBatch() throws {
+        // Planned for forward batches of 6 and backward batches of 2: gradients are the same as when planned for 2.
+        func stack() throws -> Sequential {
+            let model = try Sequential([Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3, padding: 1), ReLU(),
+                                        MaxPool2D(kernelSize: 2), Flatten(), Linear(inputDimensions: 8, outputDimensions: 3)],
+                                       inputShape: [1, 4, 4])
+            model.initialize(rng: RNG(seed: 22))
+            return model
+        }
+        let wide = try stack(), narrow = try stack()
+        wide.plan(batchSize: 6, trainingBatchSize: 2)
+        narrow.plan(batchSize: 2)
+        let x = FloatBuffer(TestData.normal(6 * 16, seed: 65)), dy = FloatBuffer(TestData.normal(2 * 3, seed: 66))
+        let evaluation = wide.forward(x.pointer, batch: 6, context: LayerContext(training: false))
+        XCTAssertTrue(UnsafeBufferPointer(start: evaluation, count: 18).allSatisfy(\.isFinite))
+        for model in [wide, narrow] {
+            model.zeroGradients()
+            model.forward(x.pointer, batch: 2, context: LayerContext(training: true))
+            model.backward(input: x.pointer, outputGradient: dy.pointer, batch: 2)
+        }
+        XCTAssertEqual(wide.parameters.gradients!.array, narrow.parameters.gradients!.array)
+        XCTAssertTrue(wide.parameters.gradients!.array.contains { $0 != 0 })
+    }
+
     func testShapeErrorNamesTheLayer() {
         XCTAssertThrowsError(try Sequential([Flatten(), Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3)],
                                             inputShape: [1, 5, 5])) { error in
