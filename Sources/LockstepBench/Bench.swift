@@ -90,23 +90,40 @@ public enum Bench {
         let context = LayerContext(training: true, rng: RNG(seed: 6))
         for pass in 0..<(trials + 2) {
             for (index, layer) in layers.enumerated() {
-                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+                // A ReLU fused into the pool after it costs nothing of its own; the pool reads the ReLU's input.
+                if model.fusedIntoNextLayer[index] { if pass >= 2 { forward[index].append(0) }; continue }
+                let rectified = index > 0 && model.fusedIntoNextLayer[index - 1]
+                let x = index == 0 ? input : UnsafePointer(activations[index - (rectified ? 2 : 1)].pointer)
                 let start = DispatchTime.now().uptimeNanoseconds
-                layer.forward(input: x, output: activations[index].pointer, batch: batch, context: context)
+                if rectified {
+                    (layer as! MaxPool2D).forwardRectified(input: x, output: activations[index].pointer, batch: batch, context: context)
+                } else {
+                    layer.forward(input: x, output: activations[index].pointer, batch: batch, context: context)
+                }
                 if pass >= 2 { forward[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
             }
             for index in stride(from: layers.count - 1, through: 0, by: -1) {
                 let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
                 let dy = index == layers.count - 1 ? UnsafePointer(outputGradient.pointer) : UnsafePointer(inputGradients[index + 1].pointer)
-                guard index >= model.firstLayerWithParameters else { if pass >= 2 { backward[index].append(0) }; continue }
+                guard index >= model.firstLayerWithParameters && !model.fusedIntoNextLayer[index] else {
+                    if pass >= 2 { backward[index].append(0) }
+                    continue
+                }
                 let start = DispatchTime.now().uptimeNanoseconds
-                layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                       inputGradient: index > model.firstLayerWithParameters ? inputGradients[index].pointer : nil, batch: batch)
+                if index > 0 && model.fusedIntoNextLayer[index - 1] {
+                    // Writes the ReLU input's gradient where the layer below the ReLU reads it.
+                    (layers[index] as! MaxPool2D).backwardRectified(output: activations[index].pointer, outputGradient: dy,
+                                                                    inputGradient: inputGradients[index - 1].pointer, batch: batch)
+                } else {
+                    layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                           inputGradient: index > model.firstLayerWithParameters ? inputGradients[index].pointer : nil, batch: batch)
+                }
                 if pass >= 2 { backward[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
             }
         }
         return layers.indices.map {
-            LayerTime(index: $0, kind: layers[$0].kind, outputShape: model.shapes[$0],
+            let kind = model.fusedIntoNextLayer[$0] ? "relu (fused)" : $0 > 0 && model.fusedIntoNextLayer[$0 - 1] ? "relu+" + layers[$0].kind : layers[$0].kind
+            return LayerTime(index: $0, kind: kind, outputShape: model.shapes[$0],
                       forwardSeconds: Statistics.median(forward[$0]), backwardSeconds: Statistics.median(backward[$0]))
         }
     }

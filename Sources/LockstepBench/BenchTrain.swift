@@ -134,10 +134,10 @@ extension Session {
         lines.append("CPU \(CPUInfo.description), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
         let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))
-        lines.append("  #  layer        output          forward ms  backward ms  share")
+        lines.append("  #  layer            output          forward ms  backward ms  share")
         for row in layerTimes {
             let shape = row.outputShape.map(String.init).joined(separator: "x")
-            lines.append(String(format: "%3d  ", row.index) + row.kind.padding(toLength: 11, withPad: " ", startingAt: 0) + "  "
+            lines.append(String(format: "%3d  ", row.index) + row.kind.padding(toLength: 15, withPad: " ", startingAt: 0) + "  "
                          + shape.padding(toLength: 14, withPad: " ", startingAt: 0)
                          + String(format: " %10.3f %12.3f %5.1f%%", row.forwardSeconds * 1e3, row.backwardSeconds * 1e3,
                                 (row.forwardSeconds + row.backwardSeconds) / max(layerTotal, 1e-12) * 100))

@@ -44,12 +44,43 @@ public final class MaxPool2D: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        pool(input: input, output: output, batch: batch, rectify: false, training: context.training)
+    }
+
+    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
+        guard let inputGradient else { return }
+        scatter(output: output, outputGradient: outputGradient, into: inputGradient, batch: batch, rectified: false)
+    }
+
+    /// ReLU followed by this pool, computed from the ReLU's input: max(0, ·) is monotone, so it commutes with the
+    /// window maximum, and the pair never writes or reads the full-size ReLU output (`Sequential` fuses the two).
+    /// Same outputs as `ReLU` then `forward`; the winners differ only in windows whose output is 0, whose gradient
+    /// is 0 either way.
+    public func forwardRectified(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        pool(input: input, output: output, batch: batch, rectify: true, training: context.training)
+    }
+
+    /// Backward of `forwardRectified`: writes the gradient with respect to the ReLU's input (each window's
+    /// gradient goes to its winner where the output is positive), as `backward` then `ReLU.backward` would.
+    public func backwardRectified(output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                                  inputGradient: UnsafeMutablePointer<Float>, batch: Int) {
+        scatter(output: output, outputGradient: outputGradient, into: inputGradient, batch: batch, rectified: true)
+    }
+
+    /// Window maxima, clamped at 0 when `rectify`; records the winners only in training (evaluation never runs
+    /// backward, so it does not pay for them).
+    private func pool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, rectify: Bool, training: Bool) {
         let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
-        let argmax = self.argmax!
         if kH == 2 && kW == 2 && sH == 2 && sW == 2 {
-            forward2x2(input: input, output: output, batch: batch)
+            if training {
+                forward2x2(input: input, output: output, batch: batch, rectify: rectify)
+            } else {
+                forward2x2Evaluation(input: input, output: output, batch: batch, rectify: rectify)
+            }
             return
         }
+        let argmax = self.argmax!
         for b in 0..<batch {
             for c in 0..<i.channels {
                 let planeOffset = c * i.planeCount
@@ -66,8 +97,9 @@ public final class MaxPool2D: Layer {
                                 bestValue = x[rowStart + kw]; best = rowStart + kw
                             }
                         }
-                        output[outputBase + oh * o.width + ow] = bestValue
-                        argmax[outputBase + oh * o.width + ow] = Int32(planeOffset + best)
+                        // max(x, 0) as ReLU computes it, so a NaN passes through the same way.
+                        output[outputBase + oh * o.width + ow] = rectify ? max(bestValue, 0) : bestValue
+                        if training { argmax[outputBase + oh * o.width + ow] = Int32(planeOffset + best) }
                     }
                 }
             }
@@ -75,7 +107,7 @@ public final class MaxPool2D: Layer {
     }
 
     /// The common 2x2 / stride 2 window, unrolled; same first-maximum tie rule as the general loop.
-    private func forward2x2(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int) {
+    private func forward2x2(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, rectify: Bool) {
         let i = inputImage, o = outputImage
         let argmax = self.argmax!
         for plane in 0..<(batch * i.channels) {
@@ -91,24 +123,49 @@ public final class MaxPool2D: Layer {
                     if x[a + 1] > value { best = a + 1; value = x[a + 1] }
                     if x[c] > value { best = c; value = x[c] }
                     if x[c + 1] > value { best = c + 1; value = x[c + 1] }
-                    y[oh * o.width + ow] = value
+                    y[oh * o.width + ow] = rectify ? max(value, 0) : value
                     winners[oh * o.width + ow] = planeOffset + Int32(best)
                 }
             }
         }
     }
 
-    public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
-                         inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
-        guard let inputGradient else { return }
+    /// `forward2x2` without the winners.
+    private func forward2x2Evaluation(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, rectify: Bool) {
+        let i = inputImage, o = outputImage
+        for plane in 0..<(batch * i.channels) {
+            let x = input + plane * i.planeCount
+            let y = output + plane * o.planeCount
+            for oh in 0..<o.height {
+                let top = 2 * oh * i.width
+                for ow in 0..<o.width {
+                    let a = top + 2 * ow, c = a + i.width
+                    var value = x[a]
+                    if x[a + 1] > value { value = x[a + 1] }
+                    if x[c] > value { value = x[c] }
+                    if x[c + 1] > value { value = x[c + 1] }
+                    y[oh * o.width + ow] = rectify ? max(value, 0) : value
+                }
+            }
+        }
+    }
+
+    /// Sends each window's gradient to its winner (zero where `rectified` and the output is not positive).
+    private func scatter(output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         into inputGradient: UnsafeMutablePointer<Float>, batch: Int, rectified: Bool) {
         let i = inputImage, o = outputImage
         let argmax = self.argmax!
+        // Zeroing first and then adding at the winners measured faster than writing every element once (2x2
+        // windows): memset's string stores avoid reading the 6 MB target into cache, scalar stores do not.
         inputGradient.update(repeating: 0, count: batch * i.count)
         // Accumulate: with stride < kernel one input can win several windows.
         for b in 0..<batch {
             let dx = inputGradient + b * i.count
             let base = b * o.count
-            for j in 0..<o.count { dx[Int(argmax[base + j])] += outputGradient[base + j] }
+            // A select, not a branch: the outputs' signs are unpredictable.
+            for j in 0..<o.count {
+                dx[Int(argmax[base + j])] += rectified && !(output[base + j] > 0) ? 0 : outputGradient[base + j]
+            }
         }
     }
 }

@@ -14,8 +14,12 @@ public final class Sequential {
     public let state: FlatTensors
 
     private var plannedBatch = 0
+    private var plannedTrainingBatch = 0
     /// Index of the first layer with trainable parameters (the layer count when there is none); backward stops there.
     public let firstLayerWithParameters: Int
+    /// Per layer: a ReLU that the MaxPool2D right after it applies itself (`MaxPool2D.forwardRectified`), so the
+    /// full-size ReLU output is never written, read or kept.
+    public let fusedIntoNextLayer: [Bool]
     private var activations: [FloatBuffer] = []
     private var gradientA = FloatBuffer(count: 0)
     private var gradientB = FloatBuffer(count: 0)
@@ -34,6 +38,7 @@ public final class Sequential {
         }
         self.shapes = shapes
         firstLayerWithParameters = layers.firstIndex { !$0.parameterSpecs.isEmpty } ?? layers.count
+        fusedIntoNextLayer = layers.indices.map { $0 + 1 < layers.count && layers[$0] is ReLU && layers[$0 + 1] is MaxPool2D }
         parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
         state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
         bindLayers()
@@ -86,14 +91,20 @@ public final class Sequential {
         }
     }
 
-    /// Allocates activations and layer workspace for batches of up to `batchSize`; a no-op when already planned.
-    public func plan(batchSize: Int) {
+    /// Allocates activations and layer workspace for forward batches of up to `batchSize`, and backward's gradient
+    /// buffers for batches of up to `trainingBatchSize` (default: `batchSize`), so that evaluating in batches larger
+    /// than the training batch does not pay for gradient buffers that size; a no-op when already planned.
+    public func plan(batchSize: Int, trainingBatchSize: Int? = nil) {
+        let training = min(trainingBatchSize ?? batchSize, batchSize)
+        if training > plannedTrainingBatch {
+            plannedTrainingBatch = training
+            let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
+            gradientA = FloatBuffer(count: training * widest)
+            gradientB = FloatBuffer(count: training * widest)
+        }
         guard batchSize > plannedBatch else { return }
         plannedBatch = batchSize
-        activations = shapes.map { FloatBuffer(count: batchSize * $0.reduce(1, *)) }
-        let widest = ([inputShape] + shapes).map { $0.reduce(1, *) }.max() ?? 0
-        gradientA = FloatBuffer(count: batchSize * widest)
-        gradientB = FloatBuffer(count: batchSize * widest)
+        activations = shapes.indices.map { FloatBuffer(count: fusedIntoNextLayer[$0] ? 0 : batchSize * shapes[$0].reduce(1, *)) }
         var shape = inputShape
         for (index, layer) in layers.enumerated() {
             layer.plan(batchSize: batchSize, inputShape: shape)
@@ -107,9 +118,14 @@ public final class Sequential {
         precondition(batch <= plannedBatch, "batch \(batch) exceeds planned batch \(plannedBatch); call plan(batchSize:)")
         var x = input
         for (index, layer) in layers.enumerated() {
+            if fusedIntoNextLayer[index] { continue }  // x stays the ReLU's input, which the pool below rectifies
             var layerContext = context
             layerContext.rng = context.rng.split(UInt64(index))
-            layer.forward(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            if index > 0 && fusedIntoNextLayer[index - 1] {
+                (layer as! MaxPool2D).forwardRectified(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            } else {
+                layer.forward(input: x, output: activations[index].pointer, batch: batch, context: layerContext)
+            }
             x = UnsafePointer(activations[index].pointer)
         }
         return activations.last?.pointer ?? UnsafeMutablePointer(mutating: input)
@@ -123,6 +139,7 @@ public final class Sequential {
     public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int,
                          firstTrainableLayer: Int = 0, inputGradient: UnsafeMutablePointer<Float>? = nil,
                          layerDone: (Int) -> Void = { _ in }) {
+        precondition(batch <= plannedTrainingBatch, "backward batch \(batch) exceeds planned training batch \(plannedTrainingBatch); call plan(batchSize:trainingBatchSize:)")
         guard !layers.isEmpty else {
             inputGradient?.update(from: outputGradient, count: batch * inputWidth)
             return
@@ -134,13 +151,24 @@ public final class Sequential {
         // backward FLOPs) and the layers before it do no backward work at all — unless the caller wants dL/dinput.
         let first = inputGradient == nil ? max(firstTrainableLayer, firstLayerWithParameters) : 0
         for index in stride(from: layers.count - 1, through: 0, by: -1) {
-            guard index >= first else { layerDone(index); continue }
-            let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
-            let destination = index == 0 ? inputGradient : (index > first ? target.pointer : nil)
-            layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                   inputGradient: destination, batch: batch)
+            // A fused ReLU's gradient was already written by the pool above it (dy is the ReLU input's gradient).
+            guard index >= first && !fusedIntoNextLayer[index] else { layerDone(index); continue }
+            // The layer whose input gradient this pass writes: the fused ReLU's when the pool applied it.
+            let fused = index > 0 && fusedIntoNextLayer[index - 1]
+            let producer = fused ? index - 1 : index
+            let destination = producer == 0 ? inputGradient : (producer > first ? target.pointer : nil)
+            if fused {
+                if let destination {
+                    (layers[index] as! MaxPool2D).backwardRectified(output: activations[index].pointer, outputGradient: dy,
+                                                                    inputGradient: destination, batch: batch)
+                }
+            } else {
+                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
+                layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                       inputGradient: destination, batch: batch)
+            }
             layerDone(index)
-            if index > 0 && destination != nil {
+            if producer > 0 && destination != nil {
                 dy = UnsafePointer(target.pointer)
                 target = target === gradientA ? gradientB : gradientA
             }

@@ -212,7 +212,7 @@ public final class Trainer {
         }
         stepsPerEpoch = (microBatches + options.accumulationSteps - 1) / options.accumulationSteps
 
-        model.plan(batchSize: max(options.batchSize, options.evaluationBatchSize))
+        model.plan(batchSize: max(options.batchSize, options.evaluationBatchSize), trainingBatchSize: options.batchSize)
         outputGradient = FloatBuffer(count: options.batchSize * model.outputWidth)
         evaluationFeatures = FloatBuffer(count: options.evaluationBatchSize * data.test.featureWidth)
         evaluationTargets = FloatBuffer(count: options.evaluationBatchSize * data.test.targetWidth)

@@ -60,6 +60,79 @@ final class SequentialTests: XCTestCase {
                    batch: 3, context: LayerContext(training: true, rng: RNG(seed: 8)))
     }
 
+    /// ReLU then MaxPool2D runs fused (`MaxPool2D.forwardRectified`); LeakyReLU with slope 0 computes the same
+    /// function but is not fused, so the two stacks must agree on outputs and every parameter gradient.
+    private func checkFusedReLUPool(imageSize: Int, poolKernel: Int, poolStride: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        func stack(fused: Bool) throws -> Sequential {
+            let pooled = (imageSize - poolKernel) / poolStride + 1
+            let model = try Sequential([
+                Conv2D(inputChannels: 2, outputChannels: 3, kernelSize: 3, padding: 1),
+                fused ? ReLU() : LeakyReLU(slope: 0),
+                MaxPool2D(kernelSize: poolKernel, stride: poolStride),
+                Conv2D(inputChannels: 3, outputChannels: 2, kernelSize: 1),
+                ReLU(),
+                MaxPool2D(kernelSize: 1),
+                Flatten(),
+                Linear(inputDimensions: 2 * pooled * pooled, outputDimensions: 4),
+            ], inputShape: [2, imageSize, imageSize])
+            model.initialize(rng: RNG(seed: 21))
+            return model
+        }
+        let fused = try stack(fused: true), reference = try stack(fused: false)
+        XCTAssertEqual(fused.fusedIntoNextLayer, [false, true, false, false, true, false, false, false], file: file, line: line)
+        XCTAssertEqual(reference.fusedIntoNextLayer, [false, false, false, false, true, false, false, false], file: file, line: line)
+        let batch = 3
+        // Shifted down so that many windows are entirely negative (their output and gradient are 0).
+        let x = FloatBuffer(TestData.normal(batch * fused.inputWidth, seed: 63).map { $0 - 0.5 })
+        let outputGradient = FloatBuffer(TestData.normal(batch * fused.outputWidth, seed: 64))
+        var results: [(output: [Float], evaluation: [Float], gradients: [Float])] = []
+        for model in [fused, reference] {
+            model.plan(batchSize: batch)
+            model.zeroGradients()
+            let evaluation = model.forward(x.pointer, batch: batch, context: LayerContext(training: false))
+            let evaluationOutput = Array(UnsafeBufferPointer(start: evaluation, count: batch * model.outputWidth))
+            let output = model.forward(x.pointer, batch: batch, context: LayerContext(training: true))
+            let trainingOutput = Array(UnsafeBufferPointer(start: output, count: batch * model.outputWidth))
+            model.backward(input: x.pointer, outputGradient: outputGradient.pointer, batch: batch)
+            results.append((trainingOutput, evaluationOutput, model.parameters.gradients!.array))
+        }
+        XCTAssertEqual(results[0].output, results[1].output, "training output", file: file, line: line)
+        XCTAssertEqual(results[0].evaluation, results[1].evaluation, "evaluation output", file: file, line: line)
+        XCTAssertEqual(results[0].output, results[0].evaluation, "evaluation and training agree", file: file, line: line)
+        XCTAssertEqual(results[0].gradients, results[1].gradients, "parameter gradients", file: file, line: line)
+        XCTAssertTrue(results[0].gradients.contains { $0 != 0 }, file: file, line: line)
+    }
+
+    func testFusedReLUMaxPoolMatchesTheUnfusedLayers() throws {
+        try checkFusedReLUPool(imageSize: 6, poolKernel: 2, poolStride: 2)  // 2x2 windows tile the plane
+        try checkFusedReLUPool(imageSize: 5, poolKernel: 2, poolStride: 2)  // the last row and column are in no window
+        try checkFusedReLUPool(imageSize: 7, poolKernel: 3, poolStride: 2)  // overlapping windows
+    }
+
+    func testEvaluationBatchLargerThanTheTrainingBatch() throws {
+        // Planned for forward batches of 6 and backward batches of 2: gradients are the same as when planned for 2.
+        func stack() throws -> Sequential {
+            let model = try Sequential([Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3, padding: 1), ReLU(),
+                                        MaxPool2D(kernelSize: 2), Flatten(), Linear(inputDimensions: 8, outputDimensions: 3)],
+                                       inputShape: [1, 4, 4])
+            model.initialize(rng: RNG(seed: 22))
+            return model
+        }
+        let wide = try stack(), narrow = try stack()
+        wide.plan(batchSize: 6, trainingBatchSize: 2)
+        narrow.plan(batchSize: 2)
+        let x = FloatBuffer(TestData.normal(6 * 16, seed: 65)), dy = FloatBuffer(TestData.normal(2 * 3, seed: 66))
+        let evaluation = wide.forward(x.pointer, batch: 6, context: LayerContext(training: false))
+        XCTAssertTrue(UnsafeBufferPointer(start: evaluation, count: 18).allSatisfy(\.isFinite))
+        for model in [wide, narrow] {
+            model.zeroGradients()
+            model.forward(x.pointer, batch: 2, context: LayerContext(training: true))
+            model.backward(input: x.pointer, outputGradient: dy.pointer, batch: 2)
+        }
+        XCTAssertEqual(wide.parameters.gradients!.array, narrow.parameters.gradients!.array)
+        XCTAssertTrue(wide.parameters.gradients!.array.contains { $0 != 0 })
+    }
+
     func testShapeErrorNamesTheLayer() {
         XCTAssertThrowsError(try Sequential([Flatten(), Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3)],
                                             inputShape: [1, 5, 5])) { error in
