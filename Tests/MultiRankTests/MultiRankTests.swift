@@ -169,8 +169,12 @@ final class MultiRankTests: XCTestCase {
     }
 
     /// sync_batchnorm: 2 ranks × b normalize with the statistics of the global batch, like 1 rank × 2b.
+    /// 8 steps, not `cnnSteps`: BatchNorm's 1/σ makes the discrete jumps come sooner. Measured on the Xeon model 207
+    /// after the vectorized softmax changed the rounding: 2×16 against 1×32 stayed at 2.4e-8 through step 8, 4.9e-8 at
+    /// step 9, then jumped to 1.5e-5 at step 10 and 1.9e-4 at 15 (one max-pool or ReLU decision flipping), while the
+    /// reversed-batch reference happened not to flip.
     func testSyncBatchNormMatchesOneBigBatch() throws {
-        try assertEquivalent(config: "fashion-cnn-bn.yaml", ranks: 2, batch: 16, steps: cnnSteps, regrouping: .reversedBatches,
+        try assertEquivalent(config: "fashion-cnn-bn.yaml", ranks: 2, batch: 16, steps: 8, regrouping: .reversedBatches,
                              extra: ["--set", "distributed.sync_batchnorm=true", "--set", "model.layers.11.p=0"])
     }
 
