@@ -49,17 +49,27 @@ extension Session {
         if let trace, let tracePath { try trace.write(to: tracePath, communicator: communicator) }
         metrics?.write(summary, perRankBatch: trainer.perRankBatch, globalBatch: trainer.globalBatch)
         say(summary.line)
-        if trainer.stoppedOnRequest && isLeader {
+        try finishRun(stoppedOnRequest: trainer.stoppedOnRequest, steps: summary.steps, checksum: summary.parameterChecksum,
+                      printChecksum: printChecksum, checkpointDirectory: checkpointDirectory, dumpParameters: dumpParameters,
+                      parameters: [trainer.model.parameters.values.buffer])
+    }
+
+    /// The end of every `train` run: the stop-on-request line, the checksum line and the parameter dump (`parameters`
+    /// written one after another).
+    func finishRun(stoppedOnRequest: Bool, steps: Int, checksum: UInt64, printChecksum: Bool, checkpointDirectory: String?,
+                   dumpParameters: String?, parameters: [UnsafeMutableBufferPointer<Float>]) throws {
+        if stoppedOnRequest && isLeader {
             // On stderr, where the launchers look for it: mpirun exits 1 after a forwarded SIGTERM even when every
             // rank stopped cleanly, and this line is how `launch/supervise` tells that apart from a crash.
             let saved = checkpointDirectory.map { "final checkpoint in \($0), continue with --resume auto" } ?? "no --checkpoint-dir, nothing saved"
-            FileHandle.standardError.write(Data("lockstep: stopped on request at step \(summary.steps) on every rank; \(saved)\n".utf8))
+            FileHandle.standardError.write(Data("lockstep: stopped on request at step \(steps) on every rank; \(saved)\n".utf8))
         }
         if printChecksum {
-            print("rank \(communicator.rank) parameter checksum \(String(summary.parameterChecksum, radix: 16))")
+            print("rank \(communicator.rank) parameter checksum \(String(checksum, radix: 16))")
         }
         if let dumpParameters, isLeader {
-            let data = Data(buffer: UnsafeBufferPointer(trainer.model.parameters.values.buffer))
+            var data = Data()
+            for buffer in parameters { data.append(UnsafeBufferPointer(buffer)) }
             guard FileManager.default.createFile(atPath: dumpParameters, contents: data) else {
                 throw ConfigError("--dump-parameters \(dumpParameters): cannot write the file")
             }

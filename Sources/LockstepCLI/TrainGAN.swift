@@ -50,21 +50,10 @@ extension Session {
                                      summary.steps, summary.skippedSteps, summary.worldSize, trainer.perRankBatch, trainer.globalBatch,
                                      summary.seconds, String(summary.parameterChecksum, radix: 16)))
         say(summary.line)
-        if trainer.stoppedOnRequest && isLeader {
-            let saved = checkpointDirectory.map { "final checkpoint in \($0), continue with --resume auto" } ?? "no --checkpoint-dir, nothing saved"
-            FileHandle.standardError.write(Data("lockstep: stopped on request at step \(summary.steps) on every rank; \(saved)\n".utf8))
-        }
-        if printChecksum {
-            print("rank \(communicator.rank) parameter checksum \(String(summary.parameterChecksum, radix: 16))")
-        }
-        if let dumpParameters, isLeader {
-            // Generator then discriminator, each in its layout order.
-            var data = Data(buffer: UnsafeBufferPointer(trainer.generator.parameters.values.buffer))
-            data.append(UnsafeBufferPointer(trainer.discriminator.parameters.values.buffer))
-            guard FileManager.default.createFile(atPath: dumpParameters, contents: data) else {
-                throw ConfigError("--dump-parameters \(dumpParameters): cannot write the file")
-            }
-        }
+        // Generator then discriminator, each in its layout order.
+        try finishRun(stoppedOnRequest: trainer.stoppedOnRequest, steps: summary.steps, checksum: summary.parameterChecksum,
+                      printChecksum: printChecksum, checkpointDirectory: checkpointDirectory, dumpParameters: dumpParameters,
+                      parameters: [trainer.generator.parameters.values.buffer, trainer.discriminator.parameters.values.buffer])
     }
 
     /// A JSON number, or null when not finite.

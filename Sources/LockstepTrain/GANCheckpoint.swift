@@ -26,23 +26,9 @@ extension GANTrainer {
         // step, epoch, epoch position, generator optimizer steps, discriminator optimizer steps, skipped steps
         var position: [Int64] = [0, 0, 0, 0, 0, 0]
         try communicator.rootActs("prepare checkpoints") {
-            if let directory = checkpoints.directory {
-                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                checkpointLock = try store.lock()
-                try store.checkWritable()
-            }
-            if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
-                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                let search = try store.resolve(resume: resume)
-                for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
-                if let file = search.file, let path = search.path {
-                    position = try restore(from: file)
-                    log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
-                } else {
-                    log("resume: no checkpoint in \(directory); starting fresh")
-                }
-            } else if checkpoints.resume == "auto" {
-                throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
+            checkpointLock = try checkpoints.claimAndResume(log: log) { file in
+                position = try restore(from: file)
+                return position
             }
         }
         try position.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }

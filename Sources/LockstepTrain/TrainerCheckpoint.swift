@@ -26,6 +26,34 @@ public struct CheckpointSettings: Sendable {
     public var enabled: Bool { directory != nil }
 }
 
+extension CheckpointSettings {
+    /// Rank 0's part of preparing checkpoints, shared by `Trainer` and `GANTrainer`: claims the directory (another job
+    /// holding it is an error) and checks it is writable, then finds the checkpoint `resume` names, logging the ones
+    /// skipped, and hands it to `restore`, which returns the position (step, epoch, epoch position, …) to log.
+    func claimAndResume(log: (String) -> Void, restore: (SafeTensorsFile) throws -> [Int64]) throws -> CheckpointDirectoryLock? {
+        var lock: CheckpointDirectoryLock?
+        if let directory {
+            let store = try CheckpointStore(directory: directory, keep: keep)
+            lock = try store.lock()
+            try store.checkWritable()
+        }
+        if let resume, let directory = directory ?? (resume == "auto" ? nil : ".") {
+            let store = try CheckpointStore(directory: directory, keep: keep)
+            let search = try store.resolve(resume: resume)
+            for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
+            if let file = search.file, let path = search.path {
+                let position = try restore(file)
+                log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
+            } else {
+                log("resume: no checkpoint in \(directory); starting fresh")
+            }
+        } else if resume == "auto" {
+            throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
+        }
+        return lock
+    }
+}
+
 extension Trainer {
     /// Parameter slots the optimizer keeps state for (all but the frozen layers'); its buffers start at
     /// `trainableOffset`.
@@ -73,24 +101,10 @@ extension Trainer {
         // Sharded: rank 0 reads the whole optimizer state into buffers of its own (the checkpoint holds it whole).
         var fullState: [FloatBuffer] = []
         try communicator.rootActs("prepare checkpoints") {
-            if let directory = checkpoints.directory {
-                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                checkpointLock = try store.lock()
-                try store.checkWritable()
-            }
-            if let resume = checkpoints.resume, let directory = checkpoints.directory ?? (resume == "auto" ? nil : ".") {
-                let store = try CheckpointStore(directory: directory, keep: checkpoints.keep)
-                let search = try store.resolve(resume: resume)
-                for skipped in search.skipped { log("resume: skipping \(skipped.path): \(skipped.reason)") }
-                if let file = search.file, let path = search.path {
-                    if let (layout, _) = optimizerShard { fullState = optimizer.stateBuffers.map { _ in FloatBuffer(count: layout.count) } }
-                    position = try restore(from: file, optimizerState: optimizerShard == nil ? optimizer.stateBuffers.map(\.buffer) : fullState) + [1]
-                    log("resume: from \(path) (step \(position[0]), epoch \(position[1] + 1), position \(position[2]))")
-                } else {
-                    log("resume: no checkpoint in \(directory); starting fresh")
-                }
-            } else if checkpoints.resume == "auto" {
-                throw CheckpointError(file: "--resume auto", "needs --checkpoint-dir DIR to know where to look")
+            checkpointLock = try checkpoints.claimAndResume(log: log) { file in
+                if let (layout, _) = optimizerShard { fullState = optimizer.stateBuffers.map { _ in FloatBuffer(count: layout.count) } }
+                position = try restore(from: file, optimizerState: optimizerShard == nil ? optimizer.stateBuffers.map(\.buffer) : fullState) + [1]
+                return position
             }
         }
         try position.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
