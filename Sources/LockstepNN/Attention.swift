@@ -167,6 +167,8 @@ public final class TransformerBlock: Layer {
     // Planned activations and gradient scratch, [batch, time, ·].
     private var normalized1 = FloatBuffer(count: 0), attended = FloatBuffer(count: 0), residual = FloatBuffer(count: 0)
     private var normalized2 = FloatBuffer(count: 0), expanded = FloatBuffer(count: 0), activated = FloatBuffer(count: 0)
+    /// GELU's σ(2u) from the training forward pass, so backward needs no exp.
+    private var gates = FloatBuffer(count: 0)
     private var wideGradient = FloatBuffer(count: 0), narrowGradient = FloatBuffer(count: 0), residualGradient = FloatBuffer(count: 0)
 
     /// A block of width `dimensions` with `heads` causal attention heads and an MLP of width `mlpDimensions`.
@@ -221,6 +223,7 @@ public final class TransformerBlock: Layer {
         guard normalized1.count < narrow else { return }
         normalized1 = FloatBuffer(count: narrow); attended = FloatBuffer(count: narrow); residual = FloatBuffer(count: narrow)
         normalized2 = FloatBuffer(count: narrow); expanded = FloatBuffer(count: wide); activated = FloatBuffer(count: wide)
+        gates = FloatBuffer(count: usesGELU ? wide : 0)
         wideGradient = FloatBuffer(count: wide); narrowGradient = FloatBuffer(count: narrow); residualGradient = FloatBuffer(count: narrow)
     }
 
@@ -234,7 +237,7 @@ public final class TransformerBlock: Layer {
         norm2.forward(input: residual.pointer, output: normalized2.pointer, batch: batch, context: context)
         expand.forward(input: normalized2.pointer, output: expanded.pointer, batch: rows, context: context)
         if usesGELU {
-            GELU.forward(expanded.pointer, activated.pointer, count: wide)
+            GELU.forward(expanded.pointer, activated.pointer, gates: context.training ? gates.pointer : nil, count: wide)
         } else {
             for i in 0..<wide { activated.pointer[i] = max(expanded.pointer[i], 0) }
         }
@@ -250,7 +253,7 @@ public final class TransformerBlock: Layer {
         contract.backward(input: activated.pointer, output: output, outputGradient: outputGradient,
                           inputGradient: wideGradient.pointer, batch: rows)
         if usesGELU {
-            GELU.backward(expanded.pointer, wideGradient.pointer, wideGradient.pointer, count: wide)
+            GELU.backward(expanded.pointer, wideGradient.pointer, wideGradient.pointer, gates: gates.pointer, count: wide)
         } else {
             for i in 0..<wide { wideGradient.pointer[i] *= expanded.pointer[i] > 0 ? 1 : 0 }
         }

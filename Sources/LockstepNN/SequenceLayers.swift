@@ -316,27 +316,32 @@ public final class GELU: Layer {
     }
 
     /// y = gelu(x) elementwise (shared with the Transformer block), 4 lanes at a time. 0.5·(1 + tanh(u)) is the
-    /// logistic σ(2u), so y = x / (1 + e^(−2u)): one exp and one division per element, no tanh.
-    static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    /// logistic σ(2u), so y = x / (1 + e^(−2u)): one exp and one division per element, no tanh. With `gates`, σ(2u) is
+    /// kept there for `backward`, which then needs no exp.
+    static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, gates: UnsafeMutablePointer<Float>? = nil,
+                        count: Int) {
         var i = 0
         while i + 4 <= count {
             let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v * gate(v), as: SIMD4<Float>.self)
+            let s = gate(v)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: v * s, as: SIMD4<Float>.self)
+            if let gates { UnsafeMutableRawPointer(gates + i).storeBytes(of: s, as: SIMD4<Float>.self) }
             i += 4
         }
         // The tail through the same lanes (zero-padded), so every element gets the same arithmetic.
         if i < count {
             var v = SIMD4<Float>(repeating: 0)
             for lane in 0..<(count - i) { v[lane] = x[i + lane] }
-            let result = v * gate(v)
-            for lane in 0..<(count - i) { y[i + lane] = result[lane] }
+            let s = gate(v)
+            for lane in 0..<(count - i) { y[i + lane] = v[lane] * s[lane]; gates?[i + lane] = s[lane] }
         }
     }
 
-    /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`. With s = σ(2u): gelu'(x) = s + 2·x·s·(1 − s)·u'(x).
-    static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
-        @inline(__always) func derivative(_ v: SIMD4<Float>) -> SIMD4<Float> {
-            let s = gate(v)
+    /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`. With s = σ(2u): gelu'(x) = s + 2·x·s·(1 − s)·u'(x); s comes
+    /// from `gates` (written by `forward`) when given, else it is recomputed.
+    static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                         gates: UnsafePointer<Float>? = nil, count: Int) {
+        @inline(__always) func derivative(_ v: SIMD4<Float>, _ s: SIMD4<Float>) -> SIMD4<Float> {
             let slope: SIMD4<Float> = c * (1 + 3 * 0.044715 * v * v)
             let spread: SIMD4<Float> = 2 * v * s * (1 - s)
             return s + spread * slope
@@ -345,13 +350,16 @@ public final class GELU: Layer {
         while i + 4 <= count {
             let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
             let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
-            UnsafeMutableRawPointer(dx + i).storeBytes(of: g * derivative(v), as: SIMD4<Float>.self)
+            let s = gates.map { UnsafeRawPointer($0 + i).loadUnaligned(as: SIMD4<Float>.self) } ?? gate(v)
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: g * derivative(v, s), as: SIMD4<Float>.self)
             i += 4
         }
         if i < count {
             var v = SIMD4<Float>(repeating: 0)
             for lane in 0..<(count - i) { v[lane] = x[i + lane] }
-            let d = derivative(v)
+            var s = gate(v)
+            if let gates { for lane in 0..<(count - i) { s[lane] = gates[i + lane] } }
+            let d = derivative(v, s)
             for lane in 0..<(count - i) { dx[i + lane] = dy[i + lane] * d[lane] }
         }
     }
