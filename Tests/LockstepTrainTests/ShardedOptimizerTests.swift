@@ -9,17 +9,6 @@ import LockstepNN
 /// `distributed.shard_optimizer` in one process (one slice: the whole trainable range); the multi-rank behaviour is
 /// in MultiRankTests/ZeroShardingTests.
 final class ShardedOptimizerTests: XCTestCase {
-    private func blobs(_ count: Int, seed: UInt64) -> Dataset {
-        var rng = RNG(seed: seed)
-        var features: [Float] = [], targets: [Float] = []
-        for i in 0..<count {
-            let label = i % 2
-            for _ in 0..<4 { features.append(rng.normal() * 0.5 + (label == 0 ? -1 : 1)) }
-            targets.append(Float(label))
-        }
-        return Dataset(features: features, targets: targets, sampleShape: [4], classCount: 2)
-    }
-
     private func makeTrainer(options: TrainingOptions, optimizerCount: ((Sequential) throws -> Int)? = nil) throws -> Trainer {
         let model = try Sequential(inputShape: [4]) {
             Linear(inputDimensions: 4, outputDimensions: 16)
@@ -32,7 +21,7 @@ final class ShardedOptimizerTests: XCTestCase {
             ?? Trainer.optimizerParameterCount(of: model, options: options, worldSize: 1, rank: 0)
         return try Trainer(model: model, loss: SoftmaxCrossEntropy(), optimizer: Adam(parameterCount: count),
                            schedule: ConstantSchedule(learningRate: 0.01),
-                           data: TrainingData(train: blobs(512, seed: 1), test: blobs(256, seed: 2)), options: options,
+                           data: TrainingData(train: Dataset.blobs(512, seed: 1), test: Dataset.blobs(256, seed: 2)), options: options,
                            communicator: SingleProcessCommunicator(), log: { _ in })
     }
 

@@ -9,18 +9,6 @@ import LockstepNN
 /// The Swift training API in one process (`SingleProcessCommunicator`, no mpirun): a model written in Swift,
 /// `fit`, `trainStep`, `evaluate`, `predict`, accumulation and observers.
 final class TrainerTests: XCTestCase {
-    /// Two Gaussian blobs in 4-D, labels 0/1: linearly separable, so a small MLP reaches ~100% quickly.
-    private func blobs(_ count: Int, seed: UInt64) -> Dataset {
-        var rng = RNG(seed: seed)
-        var features: [Float] = [], targets: [Float] = []
-        for i in 0..<count {
-            let label = i % 2
-            for _ in 0..<4 { features.append(rng.normal() * 0.5 + (label == 0 ? -1 : 1)) }
-            targets.append(Float(label))
-        }
-        return Dataset(features: features, targets: targets, sampleShape: [4], classCount: 2)
-    }
-
     private func makeTrainer(options: TrainingOptions = TrainingOptions(), observer: StepObserver? = nil) throws -> Trainer {
         let model = try Sequential(inputShape: [4]) {
             Linear(inputDimensions: 4, outputDimensions: 16)
@@ -32,7 +20,7 @@ final class TrainerTests: XCTestCase {
         let trainer = try Trainer(model: model, loss: SoftmaxCrossEntropy(),
                                   optimizer: SGD(parameterCount: model.parameters.count, momentum: 0.9),
                                   schedule: ConstantSchedule(learningRate: 0.05),
-                                  data: TrainingData(train: blobs(512, seed: 1), test: blobs(256, seed: 2)), options: options,
+                                  data: TrainingData(train: Dataset.blobs(512, seed: 1), test: Dataset.blobs(256, seed: 2)), options: options,
                                   communicator: SingleProcessCommunicator(), log: { _ in })
         trainer.observer = observer
         return trainer
@@ -69,7 +57,7 @@ final class TrainerTests: XCTestCase {
     func testPredictGivesOneRowOfScoresPerSample() throws {
         let trainer = try makeTrainer()
         _ = try trainer.fit(epochs: 2)
-        let test = blobs(10, seed: 3)
+        let test = Dataset.blobs(10, seed: 3)
         let scores = test.features.withUnsafeBufferPointer { trainer.predict($0.baseAddress!, count: 10) }
         XCTAssertEqual(scores.count, 10 * 2)
         let predicted = (0..<10).map { scores[2 * $0 + 1] > scores[2 * $0] ? 1 : 0 }
@@ -120,7 +108,7 @@ final class TrainerTests: XCTestCase {
         let model = try Sequential(inputShape: [3]) { Linear(inputDimensions: 3, outputDimensions: 2) }
         XCTAssertThrowsError(try Trainer(model: model, loss: SoftmaxCrossEntropy(), optimizer: SGD(parameterCount: model.parameters.count),
                                          schedule: ConstantSchedule(learningRate: 0.1),
-                                         data: TrainingData(train: blobs(8, seed: 1), test: blobs(8, seed: 2)),
+                                         data: TrainingData(train: Dataset.blobs(8, seed: 1), test: Dataset.blobs(8, seed: 2)),
                                          communicator: SingleProcessCommunicator(), log: { _ in })) { error in
             XCTAssertTrue("\(error)".contains("takes 3 features") && "\(error)".contains("has 4"), "\(error)")
         }
