@@ -243,6 +243,33 @@ int lockstep_mpi_comm_sendrecv_float(lockstep_mpi_comm *comm, const float *send,
                         source, 0, handle, MPI_STATUS_IGNORE);
 }
 
+int lockstep_mpi_comm_neighbor_exchange_float(lockstep_mpi_comm *comm, int previous, int next,
+                                              const float *send_previous, size_t send_previous_count,
+                                              const float *send_next, size_t send_next_count,
+                                              float *receive_previous, size_t receive_previous_count,
+                                              float *receive_next, size_t receive_next_count) {
+    CHECK_COUNT(send_previous_count);
+    CHECK_COUNT(send_next_count);
+    CHECK_COUNT(receive_previous_count);
+    CHECK_COUNT(receive_next_count);
+    MPI_Comm handle;
+    memcpy(&handle, comm->opaque, sizeof handle);
+    if (handle == MPI_COMM_NULL) return MPI_ERR_COMM;
+    // Tags tell the directions apart: toward higher positions 1, toward lower 2.
+    MPI_Request requests[4] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    int rc = MPI_SUCCESS;
+    if (previous >= 0 && receive_previous_count > 0)
+        rc = MPI_Irecv(receive_previous, (int)receive_previous_count, MPI_FLOAT, previous, 1, handle, &requests[0]);
+    if (rc == MPI_SUCCESS && next >= 0 && receive_next_count > 0)
+        rc = MPI_Irecv(receive_next, (int)receive_next_count, MPI_FLOAT, next, 2, handle, &requests[1]);
+    if (rc == MPI_SUCCESS && next >= 0 && send_next_count > 0)
+        rc = MPI_Isend(send_next, (int)send_next_count, MPI_FLOAT, next, 1, handle, &requests[2]);
+    if (rc == MPI_SUCCESS && previous >= 0 && send_previous_count > 0)
+        rc = MPI_Isend(send_previous, (int)send_previous_count, MPI_FLOAT, previous, 2, handle, &requests[3]);
+    if (rc != MPI_SUCCESS) return rc;  // the job is ending: the caller reports the code and aborts
+    return MPI_Waitall(4, requests, MPI_STATUSES_IGNORE);
+}
+
 int lockstep_mpi_comm_free(lockstep_mpi_comm *comm) {
     MPI_Comm handle;
     memcpy(&handle, comm->opaque, sizeof handle);

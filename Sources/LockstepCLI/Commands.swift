@@ -30,7 +30,7 @@ extension Session {
         say("lockstep: \(configPath) on \(world) rank\(world == 1 ? "" : "s"): \(trainer.model.parameters.count) parameters, "
             + "batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), \(trainSet.count) training samples, "
             + "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s")"
-            + (world > 1 ? ", gradient reduction \(trainer.gradientReduction.rawValue) (\(trainer.gradientBuckets.count) bucket\(trainer.gradientBuckets.count == 1 ? "" : "s"))" : "")
+            + (world > 1 ? ", gradient reduction \(trainer.gradientReductionDescription) (\(trainer.gradientBuckets.count) bucket\(trainer.gradientBuckets.count == 1 ? "" : "s"))" : "")
             + ", " + trainer.optimizerStateDescription)
         let stepsPerEpoch = trainer.stepsPerEpoch
         let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, stepsPerEpoch * config.epochs) : stepsPerEpoch * config.epochs

@@ -371,6 +371,22 @@ public final class NodeSharedFloats: @unchecked Sendable {
     }
 }
 
+/// What one rank of a `CrossNodeGroup` chain sends to and receives from the positions before and after its own in
+/// one step; nil for no transfer that way. Sizes must match what the neighbour sends or expects.
+public struct NeighborTransfers {
+    /// Sent to position nodeIndex − 1.
+    public var toPrevious: UnsafeBufferPointer<Float>?
+    /// Sent to position nodeIndex + 1.
+    public var toNext: UnsafeBufferPointer<Float>?
+    /// Received from position nodeIndex − 1.
+    public var fromPrevious: UnsafeMutableBufferPointer<Float>?
+    /// Received from position nodeIndex + 1.
+    public var fromNext: UnsafeMutableBufferPointer<Float>?
+
+    /// No transfers; set the ones this step has.
+    public init() {}
+}
+
 /// The ranks that hold one local rank index, one on each node: rank l of every node reduces slice l of its node's
 /// gradients with its peers here, so every rank's link carries traffic, not only a node leader's.
 ///
@@ -380,15 +396,28 @@ public final class CrossNodeGroup: @unchecked Sendable {
     /// Signature of the group's send-receive: (send, destination, receive, source, call site).
     public typealias SendReceive = (UnsafeBufferPointer<Float>, Int, UnsafeMutableBufferPointer<Float>, Int, CallSite) throws -> Void
 
+    /// Signature of the group's neighbour exchange: (transfers, element count for the flight record, call site).
+    public typealias NeighborExchange = (NeighborTransfers, Int, CallSite) throws -> Void
+
     /// Ranks in the group: the number of nodes when every node has the same number of ranks.
     public let size: Int
     /// This rank's position in the group: its node's index (nodes ordered by the world rank of their local rank 0).
     public let nodeIndex: Int
     private let exchange: SendReceive
+    private let neighborExchange: NeighborExchange
 
-    /// Wraps a group made by a communicator; `sendReceive` sends to one group position while receiving from another.
-    public init(size: Int, nodeIndex: Int, sendReceive: @escaping SendReceive) {
-        self.size = size; self.nodeIndex = nodeIndex; exchange = sendReceive
+    /// Wraps a group made by a communicator; `sendReceive` sends to one group position while receiving from another,
+    /// `neighborExchange` moves data both ways between positions nodeIndex − 1, nodeIndex and nodeIndex + 1.
+    public init(size: Int, nodeIndex: Int, sendReceive: @escaping SendReceive, neighborExchange: @escaping NeighborExchange) {
+        self.size = size; self.nodeIndex = nodeIndex; exchange = sendReceive; self.neighborExchange = neighborExchange
+    }
+
+    /// One step of a chain along the nodes: sends to and receives from the previous and the next position at once
+    /// (nil: nothing that way). Every group member calls it the same number of times; `recordedCount` is what the
+    /// flight recorder keeps, the same on every rank so the watchdog can compare records.
+    public func exchangeWithNeighbors(_ transfers: NeighborTransfers, recordedCount: Int,
+                                      file: StaticString = #fileID, line: UInt = #line) throws {
+        try neighborExchange(transfers, recordedCount, CallSite(file: file, line: line))
     }
 
     /// Sends `send` to group position `destination` while receiving `receive.count` floats from `source`

@@ -3,9 +3,10 @@ public enum CollectiveOperation: String, Sendable {
     case allreduceSum, allreduceMin, allreduceMax, broadcast, allgather, barrier, startAllreduceSum
     /// Node-shared memory: allocation, and the barrier that orders writes before reads.
     case sharedAllocate, sharedBarrier
-    /// Hierarchical reduction: the split into one group per local rank, and one step of the ring across nodes in such
-    /// a group (send to the next node's rank, receive from the previous one's).
-    case splitAcrossNodes, sendReceiveAcrossNodes
+    /// Hierarchical reduction: the split into one group per local rank, one step of the ring across nodes in such
+    /// a group (send to the next node's rank, receive from the previous one's), and one step of the deterministic
+    /// chain (partial sums toward the last node, results back).
+    case splitAcrossNodes, sendReceiveAcrossNodes, chainAcrossNodes
     /// Sharded optimizer (`ShardLayout` slices): gradient sum to slice owners, parameter allgather, every rank's copy
     /// of a slice to its owner (deterministic order), and the checkpoint's gather to / scatter from the root.
     case reduceScatterSum, allgatherSlices, alltoallSlices, gatherSlices, scatterSlices

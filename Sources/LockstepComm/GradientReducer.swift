@@ -18,6 +18,8 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     /// The bucket launched last is reduced on the calling thread in `finish()`, saving the hand-off.
     case overlapThread
     /// Allgather each bucket and sum in rank order 0, 1, 2…: bitwise reproducible, independent of MPI's algorithm.
+    /// Given node-shared gradients across nodes (as `.hierarchical` takes them), the same sum is built along a chain
+    /// of nodes instead, with the same bits and the same link traffic as the 2-node ring.
     case deterministic
     /// All ranks on one node, gradients in node-shared memory (`NodeSharedFloats`): each rank sums its 1/W slice
     /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers, no
@@ -117,8 +119,8 @@ public final class GradientReducer {
     private let gatherBuffer: FloatBuffer?  // [size × largest bucket] for `.deterministic`
     private let worker: CommunicationWorker?
     private let shared: NodeSharedFloats?  // `.sharedMemory`: every rank's gradients; `.hierarchical`: this node's
-    private let crossNode: CrossNodeGroup?  // `.hierarchical`: this local rank on every node
-    private let ringChunk: FloatBuffer?  // `.hierarchical` over several nodes: the chunk received in a ring step
+    private let crossNode: CrossNodeGroup?  // `.hierarchical`, `.deterministic` through nodes: this local rank on every node
+    private let ringChunk: FloatBuffer?  // over several nodes: the chunk received in a ring or chain step
     private let hierarchicalSlice: Int  // `.hierarchical`: floats each local rank reduces (equal for all)
     private let accumulator: FloatBuffer?  // `.deterministic`: the step's micro-batch gradients, summed in order
     private var accumulated = false
@@ -225,7 +227,9 @@ public final class GradientReducer {
         var crossNode: CrossNodeGroup?
         var hierarchicalSlice = 0
         var ringChunk: FloatBuffer?
-        if mode == .hierarchical {
+        // `.deterministic` given node-shared gradients reduces through them too, chaining nodes in rank order.
+        let throughNodes = mode == .hierarchical || mode == .deterministic && shared != nil && !shardOptimizer
+        if throughNodes {
             let localSize = communicator.localSize
             // Collective, so every rank refuses alike and none is left waiting in a later collective.
             guard let perNode = try Self.ranksPerNode(communicator: communicator) else {
@@ -243,14 +247,26 @@ public final class GradientReducer {
                 throw ReducerConfigurationError(
                     "reduction mode hierarchical needs a communicator that can split its \(communicator.size) ranks across nodes (\(perNode) per node), which this one (\(type(of: communicator))) cannot")
             }
-            crossNode = group
             hierarchicalSlice = needed / localSize
-            if nodeCount > 1 { ringChunk = FloatBuffer(count: hierarchicalSlice / nodeCount) }
+            if mode == .deterministic {
+                // The chain sums in world rank order only if each node holds a consecutive block of ranks in node
+                // order (mpirun's default by-slot mapping); otherwise every rank's gradients go the flat way.
+                let consecutive = communicator.rank == group.nodeIndex * perNode + communicator.localRank
+                var anyOutOfOrder: [Int64] = [consecutive ? 0 : 1]
+                try anyOutOfOrder.withUnsafeMutableBufferPointer { try communicator.allreduce($0, operation: .max) }
+                if anyOutOfOrder[0] == 0 {
+                    crossNode = group
+                    if nodeCount > 1 { ringChunk = FloatBuffer(count: min(Self.chainPieceFloats, hierarchicalSlice)) }
+                }
+            } else {
+                crossNode = group
+                if nodeCount > 1 { ringChunk = FloatBuffer(count: hierarchicalSlice / nodeCount) }
+            }
         }
         self.crossNode = crossNode
         self.ringChunk = ringChunk
         self.hierarchicalSlice = hierarchicalSlice
-        let oneBucket = mode == .sharedMemory || mode == .hierarchical || shardOptimizer
+        let oneBucket = mode == .sharedMemory || throughNodes || shardOptimizer
         // Plan over the trainable layers only: shift their offsets to start at 0, then back.
         let frozen = min(max(frozenLayers, 0), layerStartOffsets.count)
         let trainableStart = frozen < layerStartOffsets.count ? layerStartOffsets[frozen] : gradients.count
@@ -264,7 +280,7 @@ public final class GradientReducer {
         let shardLayout = shardOptimizer ? try ShardLayout(count: gradients.count - trainableStart, parts: communicator.size) : nil
         self.shardLayout = shardLayout
         shardBuffer = shardLayout.map { FloatBuffer(count: $0.range(of: communicator.rank).count) }
-        self.shared = mode == .sharedMemory || mode == .hierarchical ? shared : nil
+        self.shared = mode == .sharedMemory || throughNodes ? shared : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -396,7 +412,7 @@ public final class GradientReducer {
             case .blocking:
                 try allreduceInChunks(slice(bucket))
             case .deterministic:
-                try reduceInRankOrder(bucket)
+                if crossNode != nil { try reduceHierarchicallyInRankOrder() } else { try reduceInRankOrder(bucket) }
             case .sharedMemory:
                 try reduceThroughSharedMemory(bucket)
             case .hierarchical:
@@ -577,6 +593,76 @@ public final class GradientReducer {
         for peer in 0..<localSize where peer != communicator.localRank {
             let start = peer * hierarchicalSlice
             (shared.local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
+        }
+        try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
+    }
+
+    /// Floats per message of the deterministic chain across nodes (256 KiB): small enough that the pipeline fills
+    /// quickly (2N − 3 extra steps), large enough that per-message latency stays small against 2 ms on a 1 Gbit/s link.
+    public static let chainPieceFloats = 1 << 16
+
+    /// Whether `.deterministic` mode reduces through node-shared memory and a rank-order chain across nodes
+    /// (bit-identical to the flat allgather path), rather than allgathering every rank's gradients through MPI.
+    public var reducesThroughNodesInRankOrder: Bool { mode == .deterministic && crossNode != nil }
+
+    /// `.deterministic` across nodes: the same sum ((g0 + g1) + g2) + … as `reduceInRankOrder`, over the same bits.
+    /// Local rank l owns slice l. Node 0 sums its ranks' slice in local-rank order; each later node receives that
+    /// partial sum piece by piece, adds its own ranks in order and passes it on, so the last node ends with the sum in
+    /// world rank order (ranks are consecutive per node, checked at init). The sums travel back down the chain, and
+    /// the slices are then shared within each node. Each step moves one piece forward and one back on every link,
+    /// so a link carries the slice once each way, as a 2-node ring does. Scaling by 1/W is left to `finish`, as for
+    /// the flat path.
+    private func reduceHierarchicallyInRankOrder() throws {
+        let shared = shared!, group = crossNode!
+        let localSize = communicator.localSize
+        let mine = (communicator.localRank * hierarchicalSlice)..<((communicator.localRank + 1) * hierarchicalSlice)
+        try shared.synchronize()  // every local rank's backward has written its gradients
+        let nodes = group.size, me = group.nodeIndex, local = shared.local
+        if me == 0 || nodes == 1 {
+            shared.segments.withUnsafeBufferPointer {
+                Kernels.sum($0.baseAddress!, sourceCount: localSize, range: mine, scaledBy: 1, into: local)
+            }
+        }
+        if nodes > 1 {
+            let incoming = ringChunk!.pointer
+            let pieceLength = Self.chainPieceFloats
+            let pieces = (mine.count + pieceLength - 1) / pieceLength
+            func piece(_ index: Int) -> Range<Int>? {
+                guard index >= 0 && index < pieces else { return nil }
+                return (mine.lowerBound + index * pieceLength)..<min(mine.lowerBound + (index + 1) * pieceLength, mine.upperBound)
+            }
+            // Step t: piece t − me goes forward to the next node, piece t − me + 1 arrives from the previous one;
+            // the sum of piece t − 2N + 3 + me arrives from the next node and t − 2N + 2 + me goes back. Every send
+            // meets its receive in the same step of the neighbour, so no step waits on a later one.
+            for step in 0..<(pieces + 2 * nodes - 3) {
+                var transfers = NeighborTransfers()
+                let arriving = me > 0 ? piece(step - me + 1) : nil
+                if me < nodes - 1, let range = piece(step - me) {
+                    transfers.toNext = UnsafeBufferPointer(start: local + range.lowerBound, count: range.count)
+                }
+                if let range = arriving {
+                    transfers.fromPrevious = UnsafeMutableBufferPointer(start: incoming, count: range.count)
+                }
+                if me < nodes - 1, let range = piece(step - 2 * nodes + 3 + me) {
+                    transfers.fromNext = UnsafeMutableBufferPointer(start: local + range.lowerBound, count: range.count)
+                }
+                if me > 0, let range = piece(step - 2 * nodes + 2 + me) {
+                    transfers.toPrevious = UnsafeBufferPointer(start: local + range.lowerBound, count: range.count)
+                }
+                try group.exchangeWithNeighbors(transfers, recordedCount: pieceLength)
+                if let range = arriving {
+                    // partial + this node's ranks in local-rank order, written only after all are read (own slice).
+                    for source in 0..<localSize {
+                        Kernels.add(shared.segments[source] + range.lowerBound, into: incoming, count: range.count)
+                    }
+                    (local + range.lowerBound).update(from: incoming, count: range.count)
+                }
+            }
+        }
+        try shared.synchronize()  // every slice is reduced
+        for peer in 0..<localSize where peer != communicator.localRank {
+            let start = peer * hierarchicalSlice
+            (local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
         }
         try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
     }

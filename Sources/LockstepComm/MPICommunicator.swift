@@ -239,6 +239,16 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
             try check(lockstep_mpi_comm_sendrecv_float(group, send.baseAddress, send.count, Int32(destination),
                                                        receive.baseAddress, receive.count, Int32(source)),
                       .sendReceiveAcrossNodes, .float32, send.count)
+        } neighborExchange: { [unowned self, nodeIndex, nodeCount] transfers, recordedCount, site in
+            try ready(.chainAcrossNodes, .float32, recordedCount, site)
+            let previous = nodeIndex > 0 ? nodeIndex - 1 : -1, next = nodeIndex + 1 < nodeCount ? nodeIndex + 1 : -1
+            try check(lockstep_mpi_comm_neighbor_exchange_float(
+                          group, previous, next,
+                          transfers.toPrevious?.baseAddress, transfers.toPrevious?.count ?? 0,
+                          transfers.toNext?.baseAddress, transfers.toNext?.count ?? 0,
+                          transfers.fromPrevious?.baseAddress, transfers.fromPrevious?.count ?? 0,
+                          transfers.fromNext?.baseAddress, transfers.fromNext?.count ?? 0),
+                      .chainAcrossNodes, .float32, recordedCount)
         }
     }
 

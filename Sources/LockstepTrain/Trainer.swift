@@ -137,6 +137,11 @@ public final class Trainer {
 
     /// How gradients are averaged over ranks (e.g. `sharedMemory` on one node with the default transport).
     public var gradientReduction: ReductionMode { reducer.mode }
+    /// The reduction as the run's first line names it: the mode, and for deterministic mode the path it takes.
+    public var gradientReductionDescription: String {
+        reducer.reducesThroughNodesInRankOrder ? "deterministic (in rank order through node-shared memory and a chain across nodes)"
+            : reducer.mode.rawValue
+    }
     /// The buckets gradients are reduced in, in launch order.
     public var gradientBuckets: [GradientBucket] { reducer.buckets }
     /// Bucket cap in bytes: `distributed.bucketMiB`, or what `auto` measured.
@@ -321,22 +326,24 @@ public final class Trainer {
         }
         // Across nodes with several ranks on each: within the node through shared memory, across it per local rank.
         // Decided from every rank's node size (one collective), so all ranks choose alike.
-        if communicator.size > 1 && shared == nil && mode == .blocking && !d.shardOptimizer && (d.transport == .hierarchical || d.transport == .auto && worthIt),
+        // Deterministic mode too: its chain across nodes sums in rank order, the same bits as the flat path.
+        if communicator.size > 1 && shared == nil && (mode == .blocking || mode == .deterministic) && !d.shardOptimizer
+            && (d.transport == .hierarchical || d.transport == .auto && worthIt),
            let perNode = try GradientReducer.ranksPerNode(communicator: communicator),
            d.transport == .hierarchical || perNode > 1 && perNode < communicator.size {
             let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode,
                                                                  nodeCount: communicator.size / perNode)
             shared = try communicator.allocateSharedWithinNode(floatCount: floats)
-            mode = shared == nil ? mode : .hierarchical
+            if shared != nil && mode == .blocking { mode = .hierarchical }
         }
         if let shared {
             model.useGradientStorage(FloatBuffer(borrowing: shared.local, count: model.parameters.count, owner: shared))
-            if mode != .hierarchical { mode = .sharedMemory }
+            if mode == .blocking { mode = .sharedMemory }
         } else if d.transport == .hierarchical && communicator.size > 1 {
-            let reason = mode != .blocking
-                ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap.rawValue)'") reduces through MPI"
+            let reason = mode != .blocking && mode != .deterministic
+                ? "distributed.overlap '\(d.overlap.rawValue)' reduces through MPI"
                 : "the nodes hold different numbers of ranks (rank \(communicator.rank)'s node has \(communicator.localSize) of \(communicator.size))"
-            throw ConfigError("key 'distributed.transport': hierarchical needs blocking reduction and the same number of ranks on every node, but \(reason); use transport auto or mpi")
+            throw ConfigError("key 'distributed.transport': hierarchical needs blocking or deterministic reduction and the same number of ranks on every node, but \(reason); use transport auto or mpi")
         } else if d.transport == .sharedMemory && communicator.size > 1 {
             let reason = mode != .blocking
                 ? "distributed.\(d.deterministic ? "deterministic" : "overlap '\(d.overlap.rawValue)'") reduces through MPI"
@@ -344,7 +351,7 @@ public final class Trainer {
             throw ConfigError("key 'distributed.transport': shared_memory needs every rank on one node and blocking reduction, but \(reason); use transport auto or mpi")
         }
         var bucketBytes = Int((d.bucketMiB ?? 1) * 1_048_576)
-        if d.bucketMiB == nil && mode != .sharedMemory && mode != .hierarchical && !d.shardOptimizer && communicator.size > 1 {
+        if d.bucketMiB == nil && shared == nil && !d.shardOptimizer && communicator.size > 1 {
             let measured = try BucketSizing.measure(communicator: communicator, scratch: model.parameters.gradients!.buffer)
             bucketBytes = measured.bytes
             if communicator.rank == 0 { log(measured.line) }

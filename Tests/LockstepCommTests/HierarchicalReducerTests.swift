@@ -52,6 +52,71 @@ extension GradientReducerTests {
         XCTAssertEqual(anyExchanges.count, exchanges.count, "\(records.lines[0])", file: file, line: line)
     }
 
+    /// Values whose float sums depend on the order of additions, so only the rank-order sum matches.
+    private static func inexactValue(rank: Int, index: Int, step: Int) -> Float {
+        Float(sin(Double(index * 31 + rank * 977 + step * 13))) * Float(1 + rank * 3) * 0.37
+    }
+
+    /// `.deterministic` given node-shared gradients on several nodes: the chain across nodes ends with exactly the
+    /// flat path's bits, ((g0 + g1) + g2) + … × 1/W, on every rank, and all ranks issue the same collectives.
+    private func checkDeterministicChain(nodeSizes: [Int], count: Int, file: StaticString = #filePath, line: UInt = #line) {
+        let world = ThreadWorld(nodeSizes: nodeSizes)
+        let size = world.size
+        let expected = (0..<2).map { step in
+            (0..<count).map { index in
+                var total = Self.inexactValue(rank: 0, index: index, step: step)
+                for rank in 1..<size { total += Self.inexactValue(rank: rank, index: index, step: step) }
+                return total * (1 / Float(size))
+            }
+        }
+        final class Records: @unchecked Sendable { var lines: [[String]]; init(_ n: Int) { lines = .init(repeating: [], count: n) } }
+        let records = Records(size)
+        let lock = NSLock()
+        let errors = world.run { comm in
+            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize,
+                                                                 nodeCount: nodeSizes.count)
+            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: floats))
+            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, count / 3],
+                                              mode: .deterministic, shared: shared)
+            guard reducer.reducesThroughNodesInRankOrder, reducer.buckets.count == 1 else {
+                throw ReducerConfigurationError("rank \(comm.rank): not reducing through nodes in one bucket")
+            }
+            for step in 0..<2 {
+                reducer.beginStep(microBatches: 1)
+                for index in 0..<count { gradients[index] = Self.inexactValue(rank: comm.rank, index: index, step: step) }
+                reducer.microBatchDone()
+                try reducer.finish()
+                for index in 0..<count where gradients[index].bitPattern != expected[step][index].bitPattern {
+                    throw ReducerConfigurationError("rank \(comm.rank) step \(step) [\(index)] = \(gradients[index]), expected \(expected[step][index])")
+                }
+            }
+            lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 256); lock.unlock()
+        }
+        XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
+        XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
+        // Per step: one exchange per piece plus 2N − 3 to fill and drain the pipeline; none on one node.
+        let nodes = nodeSizes.count
+        let slice = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: nodeSizes[0], nodeCount: nodes) / nodeSizes[0]
+        let pieces = (slice + GradientReducer.chainPieceFloats - 1) / GradientReducer.chainPieceFloats
+        let chainSteps = records.lines[0].filter { $0.contains("chainAcrossNodes float32 × \(GradientReducer.chainPieceFloats) ") }
+        XCTAssertEqual(chainSteps.count, nodes > 1 ? 2 * (pieces + 2 * nodes - 3) : 0, "\(records.lines[0])", file: file, line: line)
+    }
+
+    func testDeterministicChainMatchesRankOrderSumOverTwoNodesOfTwoRanks() {
+        checkDeterministicChain(nodeSizes: [2, 2], count: 1001)
+        checkDeterministicChain(nodeSizes: [2, 2], count: 300_000)  // 3 pieces per slice
+    }
+
+    func testDeterministicChainMatchesRankOrderSumOverThreeAndFourNodes() {
+        checkDeterministicChain(nodeSizes: [3, 3, 3], count: 400_000)  // middle node: both directions both ways
+        checkDeterministicChain(nodeSizes: [1, 1, 1, 1], count: 200_000)
+    }
+
+    func testDeterministicChainOnOneNodeIsTheSharedSumInRankOrder() {
+        checkDeterministicChain(nodeSizes: [4], count: 77)
+    }
+
     func testHierarchicalAveragesOverTwoNodesOfTwoRanks() {
         checkHierarchical(nodeSizes: [2, 2], count: 1001)
     }

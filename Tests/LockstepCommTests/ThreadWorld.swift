@@ -16,6 +16,7 @@ final class ThreadWorld: @unchecked Sendable {
     /// Per-rank exchange slots: the int64 contributions, and the buffer each rank sends and to whom.
     private var integers: [[Int64]]
     private var outgoing: [(data: UnsafeBufferPointer<Float>, destination: Int)?]
+    private var outgoingToNeighbors: [(toPrevious: UnsafeBufferPointer<Float>?, toNext: UnsafeBufferPointer<Float>?)?]
     /// Per-rank node-shared segments (one allocation per rank; a world allocates at most once per rank).
     private var segments: [UnsafeMutablePointer<Float>?]
     private var segmentCount = 0
@@ -25,6 +26,7 @@ final class ThreadWorld: @unchecked Sendable {
         let size = nodeSizes.reduce(0, +)
         integers = [[Int64]](repeating: [], count: size)
         outgoing = [(data: UnsafeBufferPointer<Float>, destination: Int)?](repeating: nil, count: size)
+        outgoingToNeighbors = .init(repeating: nil, count: size)
         segments = [UnsafeMutablePointer<Float>?](repeating: nil, count: size)
     }
 
@@ -120,6 +122,34 @@ final class ThreadWorld: @unchecked Sendable {
         if let failure { throw CommunicationError(operation: "sendReceive", rank: rank, message: failure) }
     }
 
+    /// One chain step within `rank`'s cross-node group: every rank of the world takes part. Fails when a transfer
+    /// has no matching one of the same size on the neighbour, as MPI would truncate or hang.
+    func exchangeWithNeighbors(_ transfers: NeighborTransfers, rank: Int) throws {
+        let (node, localRank) = place(of: rank)
+        let members = nodeSizes.indices.filter { nodeSizes[$0] > localRank }.map { ranks(onNode: $0).lowerBound + localRank }
+        let position = members.firstIndex(of: ranks(onNode: node).lowerBound + localRank)!
+        condition.lock(); outgoingToNeighbors[rank] = (transfers.toPrevious, transfers.toNext); condition.unlock()
+        barrier()
+        condition.lock()
+        let fromPrevious = position > 0 ? outgoingToNeighbors[members[position - 1]]?.toNext : nil
+        let fromNext = position + 1 < members.count ? outgoingToNeighbors[members[position + 1]]?.toPrevious : nil
+        condition.unlock()
+        var failure: String?
+        func take(_ sent: UnsafeBufferPointer<Float>?, into receive: UnsafeMutableBufferPointer<Float>?, _ way: String) {
+            guard sent != nil || receive != nil else { return }
+            guard let sent, let receive, sent.count == receive.count else {
+                failure = failure ?? "rank \(rank) expected \(receive?.count ?? 0) floats from the \(way) node, which sent \(sent?.count ?? 0)"
+                return
+            }
+            for index in 0..<receive.count { receive[index] = sent[index] }
+        }
+        take(fromPrevious, into: transfers.fromPrevious, "previous")
+        take(fromNext, into: transfers.fromNext, "next")
+        barrier()  // every rank has read what it receives before any sender reuses its buffer
+        condition.lock(); outgoingToNeighbors[rank] = nil; condition.unlock()
+        if let failure { throw CommunicationError(operation: "exchangeWithNeighbors", rank: rank, message: failure) }
+    }
+
     /// Segments of `count` floats for the ranks of `rank`'s node, indexed by local rank.
     func allocateShared(count: Int, rank: Int) -> (local: UnsafeMutablePointer<Float>, segments: [UnsafeMutablePointer<Float>]) {
         let mine = UnsafeMutablePointer<Float>.allocate(capacity: count)
@@ -187,6 +217,9 @@ final class ThreadRankCommunicator: Communicator, @unchecked Sendable {
         return CrossNodeGroup(size: members, nodeIndex: position) { [world, recorder, rank] send, destination, receive, source, site in
             recorder.record(.sendReceiveAcrossNodes, .float32, count: send.count, at: site)
             try world.sendReceive(send, to: destination, receive: receive, from: source, rank: rank)
+        } neighborExchange: { [world, recorder, rank] transfers, recordedCount, site in
+            recorder.record(.chainAcrossNodes, .float32, count: recordedCount, at: site)
+            try world.exchangeWithNeighbors(transfers, rank: rank)
         }
     }
 

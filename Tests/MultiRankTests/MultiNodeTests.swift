@@ -75,6 +75,39 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(outcome.parallel.stdout.contains("gradient reduction blocking"), outcome.parallel.stdout)
     }
 
+    /// Deterministic mode on 2 hosts × 2 ranks: the default transport chains the nodes in rank order through node-shared
+    /// memory, and ends with the very bits of the flat path (transport mpi) and of 1 process accumulating 4 micro-batches;
+    /// with 2 micro-batches per rank, chain and flat path still agree bit for bit.
+    func testDeterministicChainAcrossTwoHostsIsBitIdenticalToFlatPath() throws {
+        try up(2, slotsPerHost: 2)
+        let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
+                    "--set", "data.test_subset=1000", "--set", "training.epochs=10", "--set", "training.max_steps=40",
+                    "--set", "distributed.deterministic=true", "--set", "training.batch_size=16"]
+        func parameters(_ extra: [String], ranks: Int, expecting reduction: String? = nil, notExpecting other: String? = nil) throws -> Data {
+            let path = MPIRun.temporaryPath("deterministic.f32")
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let arguments = base + extra + ["--dump-parameters", path]
+            let result = ranks == 0 ? try MPIRun.run(ranks: 0, arguments) : try cluster("run", "2", arguments)
+            XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
+            if let reduction { XCTAssertTrue(result.stdout.contains("gradient reduction \(reduction)"), result.stdout) }
+            if let other { XCTAssertFalse(result.stdout.contains(other), result.stdout) }
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        }
+        let chain = try parameters(["--set", "distributed.transport=auto"], ranks: 4,
+                                   expecting: "deterministic (in rank order through node-shared memory and a chain across nodes)")
+        let flat = try parameters(["--set", "distributed.transport=mpi"], ranks: 4, expecting: "deterministic (",
+                                  notExpecting: "chain across nodes")
+        let single = try parameters(["--set", "training.accumulation_steps=4"], ranks: 0)
+        XCTAssertFalse(chain.isEmpty)
+        XCTAssertTrue(chain == flat, "2 hosts × 2 ranks deterministic: the chain's parameters differ from the flat path's")
+        XCTAssertTrue(chain == single, "2 hosts × 2 ranks deterministic: parameters differ from 1 process × 4 micro-batches")
+        let accumulate = ["--set", "training.accumulation_steps=2"]
+        let chainAccumulated = try parameters(accumulate + ["--set", "distributed.transport=hierarchical"], ranks: 4)
+        let flatAccumulated = try parameters(accumulate + ["--set", "distributed.transport=mpi"], ranks: 4)
+        XCTAssertTrue(chainAccumulated == flatAccumulated, "with 2 micro-batches per rank the chain differs from the flat path")
+        XCTAssertFalse(chainAccumulated == chain)
+    }
+
     /// 2 hosts × 2 ranks, hierarchical: rank 3 is stopped (so the others block inside the hierarchical reduction, in
     /// the node barrier or the cross-node send-receive) and then killed; the job ends well within the watchdog timeout
     /// with mpirun naming rank 3, the newest checkpoint verifies, and resuming on the same cluster ends bit-identical

@@ -113,6 +113,14 @@ int lockstep_mpi_split_across_nodes(lockstep_mpi_comm *comm, int *node_index, in
 /// `source` (MPI_Sendrecv): both directions of a link at once, the step of a ring reduce-scatter or allgather.
 int lockstep_mpi_comm_sendrecv_float(lockstep_mpi_comm *comm, const float *send, size_t send_count, int destination,
                                      float *receive, size_t receive_count, int source);
+/// Exchanges with both neighbours of a chain at once (MPI_Irecv/MPI_Isend, then MPI_Waitall): sends to and
+/// receives from ranks `previous` and `next` of `comm`; a negative rank or a zero count skips that transfer. Lets a
+/// pipelined chain move data both ways along every link in the same step.
+int lockstep_mpi_comm_neighbor_exchange_float(lockstep_mpi_comm *comm, int previous, int next,
+                                              const float *send_previous, size_t send_previous_count,
+                                              const float *send_next, size_t send_next_count,
+                                              float *receive_previous, size_t receive_previous_count,
+                                              float *receive_next, size_t receive_next_count);
 /// Frees a communicator made by lockstep_mpi_split_across_nodes; collective over its ranks.
 int lockstep_mpi_comm_free(lockstep_mpi_comm *comm);
 
