@@ -679,15 +679,22 @@ public final class GradientReducer {
         func chunk(_ index: Int) -> UnsafeMutablePointer<Float> { base + ((index % nodes + nodes) % nodes) * length }
         // Reduce-scatter: in step k this node adds the previous node's partial sum of chunk me − k − 1 to its own;
         // after N − 1 steps it holds the complete sum of chunk me + 1.
+        let piece = Self.chainPieceFloats
         for step in 0..<(nodes - 1) {
-            try group.sendReceive(UnsafeBufferPointer(start: chunk(me - step), count: length), to: next,
-                                  receive: UnsafeMutableBufferPointer(start: received, count: length), from: previous)
+            for start in stride(from: 0, to: length, by: piece) {
+                let count = min(piece, length - start)
+                try group.sendReceive(UnsafeBufferPointer(start: chunk(me - step) + start, count: count), to: next,
+                                      receive: UnsafeMutableBufferPointer(start: received + start, count: count), from: previous)
+            }
             Kernels.add(received, into: chunk(me - step - 1), count: length)
         }
         // Allgather: pass complete chunks on around the ring, received straight into place.
         for step in 0..<(nodes - 1) {
-            try group.sendReceive(UnsafeBufferPointer(start: chunk(me + 1 - step), count: length), to: next,
-                                  receive: UnsafeMutableBufferPointer(start: chunk(me - step), count: length), from: previous)
+            for start in stride(from: 0, to: length, by: piece) {
+                let count = min(piece, length - start)
+                try group.sendReceive(UnsafeBufferPointer(start: chunk(me + 1 - step) + start, count: count), to: next,
+                                      receive: UnsafeMutableBufferPointer(start: chunk(me - step) + start, count: count), from: previous)
+            }
         }
     }
 

@@ -37,19 +37,21 @@ extension GradientReducerTests {
                     throw ReducerConfigurationError("rank \(comm.rank) padding [\(index)] = \(shared.local[index])")
                 }
             }
-            lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 64); lock.unlock()
+            lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 256); lock.unlock()
         }
         XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
         // Equal slices: every rank issued the very same collectives, so the watchdog can compare flight records.
         XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
-        // The ring: per step 2(N − 1) send-receives of one chunk (1/N of the rank's slice) each; none on one node.
+        // The ring: per step 2(N − 1) passes of one chunk (1/N of the rank's slice) each, sent in pieces of at most
+        // `chainPieceFloats`; none on one node.
         let nodes = nodeSizes.count
         let chunk = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: nodeSizes[0], nodeCount: nodes)
             / nodeSizes[0] / nodes
-        let exchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes float32 × \(chunk) ") }
-        let anyExchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes") }
-        XCTAssertEqual(exchanges.count, nodes > 1 ? 2 * 2 * (nodes - 1) : 0, "\(records.lines[0])", file: file, line: line)
-        XCTAssertEqual(anyExchanges.count, exchanges.count, "\(records.lines[0])", file: file, line: line)
+        let piece = GradientReducer.chainPieceFloats, pieces = (chunk + piece - 1) / piece
+        let exchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes") }
+        let floats = exchanges.map { Int($0.split(separator: " ")[4])! }.reduce(0, +)
+        XCTAssertEqual(exchanges.count, nodes > 1 ? 2 * 2 * (nodes - 1) * pieces : 0, "\(records.lines[0])", file: file, line: line)
+        XCTAssertEqual(floats, nodes > 1 ? 2 * 2 * (nodes - 1) * chunk : 0, "\(records.lines[0])", file: file, line: line)
     }
 
     /// Values whose float sums depend on the order of additions, so only the rank-order sum matches.
@@ -128,6 +130,10 @@ extension GradientReducerTests {
 
     func testHierarchicalAveragesOverFourNodesOfTwoRanks() {
         checkHierarchical(nodeSizes: [2, 2, 2, 2], count: 3000)
+    }
+
+    func testHierarchicalRingSendsLargeChunksInPieces() {
+        checkHierarchical(nodeSizes: [2, 2], count: 600_000)  // chunks of 150,016 floats: 3 pieces each
     }
 
     func testHierarchicalWorksWithOneRankPerNodeAndOnOneNode() {
