@@ -169,6 +169,16 @@ final class MultiNodeTests: XCTestCase {
     /// reduction; their watchdogs fire after the timeout and, from the flight records (node barriers and cross-node
     /// send-receives are recorded like every collective), name rank 3 and its host.
     func testFrozenRankDuringHierarchicalReductionIsNamedByTheWatchdog() throws {
+        try frozenRankIsNamedByTheWatchdog(["--set", "distributed.transport=hierarchical"], reduction: "hierarchical")
+    }
+
+    /// The same in deterministic mode, whose chain across nodes is flight-recorded step by step like the ring.
+    func testFrozenRankDuringDeterministicChainIsNamedByTheWatchdog() throws {
+        try frozenRankIsNamedByTheWatchdog(["--set", "distributed.deterministic=true"],
+                                           reduction: "deterministic (in rank order through node-shared memory and a chain across nodes)")
+    }
+
+    private func frozenRankIsNamedByTheWatchdog(_ extra: [String], reduction: String) throws {
         try up(2, slotsPerHost: 2)
         let timeout = 10.0
         let checkpointDirectory = directory + "/checkpoints"
@@ -184,15 +194,14 @@ final class MultiNodeTests: XCTestCase {
             clock.mark()
         }
         injector.start()
-        let result = try cluster("run", "2", trainArguments(delay: 50) + ["--set", "training.max_steps=400",
-                                                                        "--set", "distributed.transport=hierarchical",
-                                                                        "--set", "distributed.timeout_seconds=\(Int(timeout))"],
+        let result = try cluster("run", "2", trainArguments(delay: 50) + extra
+                                     + ["--set", "training.max_steps=400", "--set", "distributed.timeout_seconds=\(Int(timeout))"],
                                  timeout: 90 + Self.faultBound)
         let end = Date()
         let faultTime = try XCTUnwrap(clock.value, "the fault was never injected: \(result.stdout)\(result.stderr)")
         let output = result.stdout + result.stderr
         XCTAssertNotEqual(result.status, 0, output)
-        XCTAssertTrue(output.contains("gradient reduction hierarchical"), output)
+        XCTAssertTrue(output.contains("gradient reduction \(reduction)"), output)
         XCTAssertLessThanOrEqual(end.timeIntervalSince(faultTime), timeout + 30, output)
         XCTAssertTrue(output.contains("watchdog: no progress"), output)
         XCTAssertTrue(output.contains("rank 3 (host \(Self.prefix)2)"), "the diagnosis should name rank 3 on \(Self.prefix)2: \(output)")
