@@ -8,14 +8,14 @@ extension GradientReducerTests {
     /// Integer values: every order of float additions gives the same sum, so the expected mean is known exactly.
     private static func value(rank: Int, index: Int, step: Int) -> Float { Float((index * 7 + rank * 13 + step * 5) % 64 - 20) }
 
-    private func checkHierarchical(nodeSizes: [Int], count: Int, file: StaticString = #filePath, line: UInt = #line) {
+    /// Two steps of `mode` through node-shared memory on a thread world of `nodeSizes`, each rank's gradient i at step s
+    /// being `value(rank, i, s)`; checks the result bit for bit against `expected[s][i]` and the padding stays zero.
+    /// Returns each rank's error (nil when it matched) and its flight records.
+    private func reduceTwoSteps(nodeSizes: [Int], count: Int, mode: ReductionMode, value: @escaping @Sendable (Int, Int, Int) -> Float,
+                                expected: [[Float]]) -> (errors: [String?], records: [[String]]) {
         let world = ThreadWorld(nodeSizes: nodeSizes)
-        let size = world.size
-        let expected = (0..<2).map { step in
-            (0..<count).map { index in Float((0..<size).reduce(0) { $0 + Int(Self.value(rank: $1, index: index, step: step)) }) * (1 / Float(size)) }
-        }
         final class Records: @unchecked Sendable { var lines: [[String]]; init(_ n: Int) { lines = .init(repeating: [], count: n) } }
-        let records = Records(size)
+        let records = Records(world.size)
         let lock = NSLock()
         let errors = world.run { comm in
             let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize,
@@ -23,9 +23,14 @@ extension GradientReducerTests {
             let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: floats))
             let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
             let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, count / 3],
-                                              mode: .hierarchical, shared: shared)
+                                              mode: mode, shared: shared)
+            guard mode != .deterministic || reducer.reducesThroughNodesInRankOrder && reducer.buckets.count == 1 else {
+                throw ReducerConfigurationError("rank \(comm.rank): deterministic mode does not reduce through nodes in one bucket")
+            }
             for step in 0..<2 {
-                for index in 0..<count { gradients[index] = Self.value(rank: comm.rank, index: index, step: step) }
+                reducer.beginStep(microBatches: 1)
+                for index in 0..<count { gradients[index] = value(comm.rank, index, step) }
+                reducer.microBatchDone()
                 try reducer.layerReady(1)
                 try reducer.layerReady(0)
                 try reducer.finish()
@@ -39,19 +44,29 @@ extension GradientReducerTests {
             }
             lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 256); lock.unlock()
         }
+        return (errors, records.lines)
+    }
+
+    private func checkHierarchical(nodeSizes: [Int], count: Int, file: StaticString = #filePath, line: UInt = #line) {
+        let size = nodeSizes.reduce(0, +)
+        let expected = (0..<2).map { step in
+            (0..<count).map { index in Float((0..<size).reduce(0) { $0 + Int(Self.value(rank: $1, index: index, step: step)) }) * (1 / Float(size)) }
+        }
+        let (errors, records) = reduceTwoSteps(nodeSizes: nodeSizes, count: count, mode: .hierarchical,
+                                               value: { Self.value(rank: $0, index: $1, step: $2) }, expected: expected)
         XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
         // Equal slices: every rank issued the very same collectives, so the watchdog can compare flight records.
-        XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
+        XCTAssertEqual(Set(records).count, 1, "flight records differ: \(records)", file: file, line: line)
         // The ring: per step 2(N − 1) passes of one chunk (1/N of the rank's slice) each, sent in pieces of at most
         // `chainPieceFloats`; none on one node.
         let nodes = nodeSizes.count
         let chunk = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: nodeSizes[0], nodeCount: nodes)
             / nodeSizes[0] / nodes
         let piece = GradientReducer.chainPieceFloats, pieces = (chunk + piece - 1) / piece
-        let exchanges = records.lines[0].filter { $0.contains("sendReceiveAcrossNodes") }
+        let exchanges = records[0].filter { $0.contains("sendReceiveAcrossNodes") }
         let floats = exchanges.map { Int($0.split(separator: " ")[4])! }.reduce(0, +)
-        XCTAssertEqual(exchanges.count, nodes > 1 ? 2 * 2 * (nodes - 1) * pieces : 0, "\(records.lines[0])", file: file, line: line)
-        XCTAssertEqual(floats, nodes > 1 ? 2 * 2 * (nodes - 1) * chunk : 0, "\(records.lines[0])", file: file, line: line)
+        XCTAssertEqual(exchanges.count, nodes > 1 ? 2 * 2 * (nodes - 1) * pieces : 0, "\(records[0])", file: file, line: line)
+        XCTAssertEqual(floats, nodes > 1 ? 2 * 2 * (nodes - 1) * chunk : 0, "\(records[0])", file: file, line: line)
     }
 
     /// Values whose float sums depend on the order of additions, so only the rank-order sum matches.
@@ -62,8 +77,7 @@ extension GradientReducerTests {
     /// `.deterministic` given node-shared gradients on several nodes: the chain across nodes ends with exactly the
     /// flat path's bits, ((g0 + g1) + g2) + … × 1/W, on every rank, and all ranks issue the same collectives.
     private func checkDeterministicChain(nodeSizes: [Int], count: Int, file: StaticString = #filePath, line: UInt = #line) {
-        let world = ThreadWorld(nodeSizes: nodeSizes)
-        let size = world.size
+        let size = nodeSizes.reduce(0, +)
         let expected = (0..<2).map { step in
             (0..<count).map { index in
                 var total = Self.inexactValue(rank: 0, index: index, step: step)
@@ -71,38 +85,16 @@ extension GradientReducerTests {
                 return total * (1 / Float(size))
             }
         }
-        final class Records: @unchecked Sendable { var lines: [[String]]; init(_ n: Int) { lines = .init(repeating: [], count: n) } }
-        let records = Records(size)
-        let lock = NSLock()
-        let errors = world.run { comm in
-            let floats = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: comm.localSize,
-                                                                 nodeCount: nodeSizes.count)
-            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: floats))
-            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
-            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, count / 3],
-                                              mode: .deterministic, shared: shared)
-            guard reducer.reducesThroughNodesInRankOrder, reducer.buckets.count == 1 else {
-                throw ReducerConfigurationError("rank \(comm.rank): not reducing through nodes in one bucket")
-            }
-            for step in 0..<2 {
-                reducer.beginStep(microBatches: 1)
-                for index in 0..<count { gradients[index] = Self.inexactValue(rank: comm.rank, index: index, step: step) }
-                reducer.microBatchDone()
-                try reducer.finish()
-                for index in 0..<count where gradients[index].bitPattern != expected[step][index].bitPattern {
-                    throw ReducerConfigurationError("rank \(comm.rank) step \(step) [\(index)] = \(gradients[index]), expected \(expected[step][index])")
-                }
-            }
-            lock.lock(); records.lines[comm.rank] = comm.recentCollectives(limit: 256); lock.unlock()
-        }
+        let (errors, records) = reduceTwoSteps(nodeSizes: nodeSizes, count: count, mode: .deterministic,
+                                               value: { Self.inexactValue(rank: $0, index: $1, step: $2) }, expected: expected)
         XCTAssertEqual(errors, [String?](repeating: nil, count: size), "\(nodeSizes)", file: file, line: line)
-        XCTAssertEqual(Set(records.lines).count, 1, "flight records differ: \(records.lines)", file: file, line: line)
+        XCTAssertEqual(Set(records).count, 1, "flight records differ: \(records)", file: file, line: line)
         // Per step: one exchange per piece plus 2N − 3 to fill and drain the pipeline; none on one node.
         let nodes = nodeSizes.count
         let slice = GradientReducer.hierarchicalSharedCount(gradientCount: count, localSize: nodeSizes[0], nodeCount: nodes) / nodeSizes[0]
         let pieces = (slice + GradientReducer.chainPieceFloats - 1) / GradientReducer.chainPieceFloats
-        let chainSteps = records.lines[0].filter { $0.contains("chainAcrossNodes float32 × \(GradientReducer.chainPieceFloats) ") }
-        XCTAssertEqual(chainSteps.count, nodes > 1 ? 2 * (pieces + 2 * nodes - 3) : 0, "\(records.lines[0])", file: file, line: line)
+        let chainSteps = records[0].filter { $0.contains("chainAcrossNodes float32 × \(GradientReducer.chainPieceFloats) ") }
+        XCTAssertEqual(chainSteps.count, nodes > 1 ? 2 * (pieces + 2 * nodes - 3) : 0, "\(records[0])", file: file, line: line)
     }
 
     func testDeterministicChainMatchesRankOrderSumOverTwoNodesOfTwoRanks() {
