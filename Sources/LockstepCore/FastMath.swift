@@ -8,7 +8,7 @@ public enum FastMath {
     @usableFromInline static let signMask = SIMD4<UInt32>(repeating: 0x8000_0000)
 
     /// Lanes of `x` limited to [lower, upper] (the stdlib's `clamped` stays a generic call across modules).
-    @inlinable @inline(__always) @usableFromInline
+    @inlinable @inline(__always)
     static func limit(_ x: SIMD4<Float>, _ lower: Float, _ upper: Float) -> SIMD4<Float> {
         let low = SIMD4<Float>(repeating: lower), high = SIMD4<Float>(repeating: upper)
         return x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
