@@ -130,6 +130,10 @@ public final class GradientReducer {
     public let trainableStart: Int
     private var microBatches = 1
     private var microBatch = 0
+    /// After `finish` in `.sharedMemory` mode: whether the slice of the averaged gradients this rank computed is
+    /// finite. The slices of all ranks cover every trainable gradient (frozen ones stay zero), so combining the ranks' answers (the step's control
+    /// vector does) spares each rank a second pass over all of them. Nil in other modes and when not measured.
+    public private(set) var ownSliceFinite: Bool?
 
     /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least
     /// `bucketCapacityBytes`; the remaining bottom layers form the last (possibly smaller) bucket.
@@ -372,6 +376,7 @@ public final class GradientReducer {
     /// Launches buckets whose layers were never reported, waits for all, and leaves averages in `gradients`;
     /// the reducer is then ready for the next step.
     public func finish() throws {
+        ownSliceFinite = nil
         if accumulated {
             gradients.baseAddress!.update(from: accumulator!.pointer, count: gradients.count)
             accumulator!.zero()
@@ -546,10 +551,12 @@ public final class GradientReducer {
         let elements = buckets[bucket].elements
         let size = communicator.size
         try shared.synchronize()  // every rank's backward has written its gradients
-        shared.segments.withUnsafeBufferPointer {
+        let finite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
                         scaledBy: 1 / Float(size), into: shared.local)
         }
+        // One bucket covers every gradient; a fault-injected rescale afterwards could overflow, so say nothing then.
+        ownSliceFinite = buckets.count == 1 && fault == .none ? finite : nil
         try shared.synchronize()  // every slice is averaged
         for peer in 0..<size where peer != communicator.rank {
             let slice = share(of: elements, rank: peer)

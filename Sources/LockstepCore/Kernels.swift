@@ -19,26 +19,34 @@ public enum Kernels {
     }
 
     /// out[i] = (sources[0][i] + sources[1][i] + … + sources[n-1][i]) × factor for i in `range`, added in source
-    /// order (so the result does not depend on who computes it). `out` may be one of the sources.
+    /// order (so the result does not depend on who computes it). `out` may be one of the sources. Returns whether
+    /// every value written is finite (checked in the same pass, so callers need no second read of `out`).
+    @discardableResult
     public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
-                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) {
+                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) -> Bool {
         // Explicit 16-wide loads: the compiler cannot vectorize through the pointer table on its own.
         let target = UnsafeMutableRawPointer(out)
+        var bad = SIMD16<Float>()  // x·0 is NaN exactly for NaN and ±Inf, as in allFinite
         var i = range.lowerBound
         while i + 16 <= range.upperBound {
             var total = UnsafeRawPointer(sources[0]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             for source in 1..<max(sourceCount, 1) {
                 total += UnsafeRawPointer(sources[source]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             }
-            target.storeBytes(of: total * factor, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            let result = total * factor
+            bad += result * 0
+            target.storeBytes(of: result, toByteOffset: i * 4, as: SIMD16<Float>.self)
             i += 16
         }
+        var badTail: Float = 0
         while i < range.upperBound {
             var total = sources[0][i]
             for source in 1..<max(sourceCount, 1) { total += sources[source][i] }
             out[i] = total * factor
+            badTail += out[i] * 0
             i += 1
         }
+        return !(bad.sum() + badTail).isNaN
     }
 
     /// Sum of squares, accumulated in Double for a stable global norm.

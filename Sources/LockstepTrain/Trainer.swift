@@ -470,9 +470,14 @@ public final class Trainer {
         if let hookError { throw hookError }
         mine.lossNonFinite = !lossSum.isFinite
         // Sharded, only this rank's slice is reduced; a non-finite gradient on any rank lands in some owner's slice.
-        mine.gradientsNonFinite = optimizerShard == nil
-            ? !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
-            : !Kernels.allFinite(reducer.shardGradients.baseAddress!, count: reducer.shardGradients.count)
+        // Through shared memory each rank checked its slice while averaging it; the control vector combines them.
+        if let sliceFinite = reducer.ownSliceFinite {
+            mine.gradientsNonFinite = !sliceFinite
+        } else {
+            mine.gradientsNonFinite = optimizerShard == nil
+                ? !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+                : !Kernels.allFinite(reducer.shardGradients.baseAddress!, count: reducer.shardGradients.count)
+        }
         mine.stopRequested = stopRequested != 0
         let decision = try control.reduce(mine, rank: communicator.rank, communicator: communicator)
         try apply(decision)
