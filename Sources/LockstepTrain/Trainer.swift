@@ -127,6 +127,8 @@ public final class Trainer {
     private let evaluationFeatures: FloatBuffer
     private let evaluationTargets: FloatBuffer
     private var control = StepControl.Buffer()
+    /// Whether the last update zeroed the gradients as it read them, so the next step need not zero them again.
+    private var gradientsCleared = false
     /// The epoch in progress: its plan and the micro-batches it has left.
     private var current: (plan: EpochPlan, microBatchesLeft: Int)?
     /// This epoch's loss sum and samples on this rank.
@@ -459,7 +461,8 @@ public final class Trainer {
         let stepRNG = RNG(seed: options.seed).split(2).split(UInt64(step))
         var lossSum = 0.0, samples = 0
         observer?.beginStep()
-        model.zeroGradients()
+        if !gradientsCleared { model.zeroGradients() }
+        gradientsCleared = false
         reducer.beginStep(microBatches: microBatches)
         for micro in 0..<microBatches {
             let (microLoss, count) = try trainMicroBatch(micro, plan: plan, rng: stepRNG)
@@ -569,8 +572,10 @@ public final class Trainer {
         if options.clipGradientNorm > 0 {
             GradientClipping.clipByGlobalNorm(gradients, count: count, maxNorm: Float(options.clipGradientNorm))
         }
+        // The update clears the trainable gradients; the frozen ones are never written after the first zeroing.
         optimizer.step(parameters: model.parameters.values.pointer + trainableOffset, gradients: gradients, count: count,
-                       learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
+                       learningRate: schedule.learningRate(step: step), l1: Float(options.l1), clearingGradients: true)
+        gradientsCleared = true
     }
 
     /// Records `metrics` for early stopping (identical on every rank: the metrics are reduced); returns whether the
