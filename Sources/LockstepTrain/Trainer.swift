@@ -622,7 +622,8 @@ public final class Trainer {
 
     /// Stops every rank, naming the ranks whose parameters differ from rank 0's.
     public func checkParametersAgree() throws {
-        let all = try communicator.allgather([parameterChecksum()])
+        // Every `checkEvery` steps: the word hash (≈ 0.1 ms for fashion-mlp) instead of byte-wise FNV-1a (≈ 1.2 ms).
+        let all = try communicator.allgather([Kernels.wordHash(UnsafeRawBufferPointer(model.parameters.values.buffer))])
         let diverged = (1..<communicator.size).filter { all[$0] != all[0] }
         if !diverged.isEmpty {
             throw CollectiveError("step \(step): parameters of rank \(diverged.map(String.init).joined(separator: ", ")) differ from rank 0's (checksums \(all.map { String($0, radix: 16) }.joined(separator: ", ")))")
