@@ -20,8 +20,8 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     /// Allgather each bucket and sum in rank order 0, 1, 2…: bitwise reproducible, independent of MPI's algorithm.
     case deterministic
     /// All ranks on one node, gradients in node-shared memory (`NodeSharedFloats`): each rank sums its 1/W slice
-    /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers, no
-    /// message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB on 2 ranks here.
+    /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers (two when
+    /// `collectiveFollowsFinish`), no message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB on 2 ranks here.
     case sharedMemory
     /// Ranks on several nodes, the same number L on each, gradients in node-shared memory of each node
     /// (`allocateSharedWithinNode`): local rank l sums slice l of its node's gradients (in local-rank order), sums
@@ -94,6 +94,10 @@ public final class GradientReducer {
     /// `DispatchTime` uptime nanoseconds for each bucket; start is the blocking call's start, or the launch time
     /// for buckets reduced in the background (end = when `finish()` saw them complete). Nil costs nothing.
     public var bucketReduced: ((Int, UInt64, UInt64) -> Void)?
+    /// Set when every rank, after `finish` and before it writes gradients again, calls a collective that no rank
+    /// leaves before all have entered (the Trainer's control allreduce): `.sharedMemory` then skips its last node
+    /// barrier, whose only job is to keep a rank from writing gradients a peer is still copying.
+    public var collectiveFollowsFinish = false
     /// Fault injection for tests; `.none` unless a test asks.
     public var fault = ReductionFault.none {
         didSet {
@@ -562,7 +566,8 @@ public final class GradientReducer {
             let slice = share(of: elements, rank: peer)
             (shared.local + slice.lowerBound).update(from: shared.segments[peer] + slice.lowerBound, count: slice.count)
         }
-        try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
+        // No rank changes its gradients (next step) while another still copies them.
+        if !collectiveFollowsFinish { try shared.synchronize() }
     }
 
     /// Reduce-scatter through this node's shared memory, sum of this rank's slice with the same slice on every

@@ -240,6 +240,7 @@ public final class Trainer {
             }
         }
         reducer.fault = options.faults.reductionFault
+        reducer.collectiveFollowsFinish = true  // trainStep's control allreduce comes before the next gradient write
         if options.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: options.seed).split(1))
         if let path = options.initializeFrom { try initialize(from: path) }

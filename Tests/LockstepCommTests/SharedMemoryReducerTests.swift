@@ -3,7 +3,7 @@ import LockstepCore
 import XCTest
 
 /// `.sharedMemory` on a fake node of threads (`ThreadWorld`): each rank learns whether the slice it averaged is
-/// finite, so the trainer needs no second pass over all gradients.
+/// finite, so the trainer needs no second pass over all gradients, and a following collective replaces a barrier.
 extension GradientReducerTests {
     func testSharedMemoryReportsWhetherEachRanksSliceIsFinite() {
         let world = ThreadWorld(nodeSizes: [2])
@@ -31,6 +31,37 @@ extension GradientReducerTests {
         XCTAssertEqual(errors, [nil, nil])
         XCTAssertEqual(reports.values[0], [true, false, true, true])
         XCTAssertEqual(reports.values[1], [true, true, false, true])
+    }
+
+    /// Three node barriers per step on their own; two when the caller promises a collective after `finish`.
+    func testSharedMemorySkipsItsLastBarrierWhenACollectiveFollows() {
+        for follows in [false, true] {
+            let world = ThreadWorld(nodeSizes: [2])
+            final class Counts: @unchecked Sendable { var barriers = [0, 0] }
+            let counts = Counts()
+            let lock = NSLock()
+            let errors = world.run { comm in
+                let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: 64))
+                let gradients = UnsafeMutableBufferPointer(start: shared.local, count: 64)
+                let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0],
+                                                  mode: .sharedMemory, shared: shared)
+                reducer.collectiveFollowsFinish = follows
+                for step in 0..<2 {
+                    for index in 0..<64 { gradients[index] = Float(comm.rank * 64 + index + step) }
+                    reducer.beginStep(microBatches: 1)
+                    try reducer.layerReady(0)
+                    try reducer.finish()
+                    for index in 0..<64 where gradients[index] != Float(32 + index + step) {
+                        throw ReducerConfigurationError("rank \(comm.rank) [\(index)] = \(gradients[index])")
+                    }
+                    if follows { try comm.barrier() }  // the promised collective
+                }
+                let barriers = comm.recentCollectives(limit: 64).filter { $0.contains("sharedBarrier") }.count
+                lock.lock(); counts.barriers[comm.rank] = barriers; lock.unlock()
+            }
+            XCTAssertEqual(errors, [nil, nil])
+            XCTAssertEqual(counts.barriers, [2 * (follows ? 2 : 3), 2 * (follows ? 2 : 3)], "collectiveFollowsFinish \(follows)")
+        }
     }
 
     func testOtherModesLeaveTheSliceCheckToTheCaller() throws {
