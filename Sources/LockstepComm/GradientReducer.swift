@@ -21,7 +21,8 @@ public enum ReductionMode: String, Sendable, CaseIterable {
     case deterministic
     /// All ranks on one node, gradients in node-shared memory (`NodeSharedFloats`): each rank sums its 1/W slice
     /// of every rank's gradients (in rank order) and then copies the other slices; three node barriers (two when
-    /// `collectiveFollowsFinish`), no message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB on 2 ranks here.
+    /// `collectiveFollowsFinish`), no message copies. Measured 30 µs against 107 µs for `MPI_Allreduce` of 918 KiB
+    /// on 2 ranks here.
     case sharedMemory
     /// Ranks on several nodes, the same number L on each, gradients in node-shared memory of each node
     /// (`allocateSharedWithinNode`): local rank l sums slice l of its node's gradients (in local-rank order), sums
@@ -135,8 +136,9 @@ public final class GradientReducer {
     private var microBatches = 1
     private var microBatch = 0
     /// After `finish` in `.sharedMemory` mode: whether the slice of the averaged gradients this rank computed is
-    /// finite. The slices of all ranks cover every trainable gradient (frozen ones stay zero), so combining the ranks' answers (the step's control
-    /// vector does) spares each rank a second pass over all of them. Nil in other modes and when not measured.
+    /// finite. The slices of all ranks cover every trainable gradient (frozen ones stay zero), so combining the
+    /// ranks' answers (the step's control vector does) spares each rank a second pass over all of them. Nil in
+    /// other modes and when not measured.
     public private(set) var ownSliceFinite: Bool?
 
     /// Splits layers into buckets from the top layer down, closing a bucket once it holds at least

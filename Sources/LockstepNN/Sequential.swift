@@ -183,8 +183,8 @@ public final class Sequential {
                                                                     inputGradient: destination, batch: batch)
                 }
             } else {
-                layers[index].backward(input: output(ofLayer: index - 1, input: input), output: activations[index].pointer, outputGradient: dy,
-                                       inputGradient: destination, batch: batch)
+                layers[index].backward(input: output(ofLayer: index - 1, input: input), output: activations[index].pointer,
+                                       outputGradient: dy, inputGradient: destination, batch: batch)
             }
             layerDone(index)
             if producer > 0 && destination != nil {
