@@ -94,6 +94,13 @@ public enum Bench {
                 if model.fusedIntoNextLayer[index] { if pass >= 2 { forward[index].append(0) }; continue }
                 let rectified = index > 0 && model.fusedIntoNextLayer[index - 1]
                 let x = index == 0 ? input : UnsafePointer(activations[index - (rectified ? 2 : 1)].pointer)
+                // A Flatten is its input's memory in training (`Sequential.passesThrough`): copied here, untimed,
+                // only because this profile keeps an activation per layer.
+                if model.passesThrough[index] {
+                    layer.forward(input: x, output: activations[index].pointer, batch: batch, context: context)
+                    if pass >= 2 { forward[index].append(0) }
+                    continue
+                }
                 let start = DispatchTime.now().uptimeNanoseconds
                 if rectified {
                     (layer as! MaxPool2D).forwardRectified(input: x, output: activations[index].pointer, batch: batch, context: context)
@@ -106,6 +113,14 @@ public enum Bench {
                 let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
                 let dy = index == layers.count - 1 ? UnsafePointer(outputGradient.pointer) : UnsafePointer(inputGradients[index + 1].pointer)
                 guard index >= model.firstLayerWithParameters && !model.fusedIntoNextLayer[index] else {
+                    if pass >= 2 { backward[index].append(0) }
+                    continue
+                }
+                if model.passesThrough[index] {
+                    if index > model.firstLayerWithParameters {
+                        layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
+                                               inputGradient: inputGradients[index].pointer, batch: batch)
+                    }
                     if pass >= 2 { backward[index].append(0) }
                     continue
                 }
@@ -122,7 +137,8 @@ public enum Bench {
             }
         }
         return layers.indices.map {
-            let kind = model.fusedIntoNextLayer[$0] ? "relu (fused)" : $0 > 0 && model.fusedIntoNextLayer[$0 - 1] ? "relu+" + layers[$0].kind : layers[$0].kind
+            let kind = model.fusedIntoNextLayer[$0] ? "relu (fused)" : $0 > 0 && model.fusedIntoNextLayer[$0 - 1] ? "relu+" + layers[$0].kind
+                : model.passesThrough[$0] ? layers[$0].kind + " (view)" : layers[$0].kind
             return LayerTime(index: $0, kind: kind, outputShape: model.shapes[$0],
                       forwardSeconds: Statistics.median(forward[$0]), backwardSeconds: Statistics.median(backward[$0]))
         }

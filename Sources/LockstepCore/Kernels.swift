@@ -19,26 +19,34 @@ public enum Kernels {
     }
 
     /// out[i] = (sources[0][i] + sources[1][i] + … + sources[n-1][i]) × factor for i in `range`, added in source
-    /// order (so the result does not depend on who computes it). `out` may be one of the sources.
+    /// order (so the result does not depend on who computes it). `out` may be one of the sources. Returns whether
+    /// every value written is finite (checked in the same pass, so callers need no second read of `out`).
+    @discardableResult
     public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
-                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) {
+                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) -> Bool {
         // Explicit 16-wide loads: the compiler cannot vectorize through the pointer table on its own.
         let target = UnsafeMutableRawPointer(out)
+        var bad = SIMD16<Float>()  // x·0 is NaN exactly for NaN and ±Inf, as in allFinite
         var i = range.lowerBound
         while i + 16 <= range.upperBound {
             var total = UnsafeRawPointer(sources[0]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             for source in 1..<max(sourceCount, 1) {
                 total += UnsafeRawPointer(sources[source]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
             }
-            target.storeBytes(of: total * factor, toByteOffset: i * 4, as: SIMD16<Float>.self)
+            let result = total * factor
+            bad += result * 0
+            target.storeBytes(of: result, toByteOffset: i * 4, as: SIMD16<Float>.self)
             i += 16
         }
+        var badTail: Float = 0
         while i < range.upperBound {
             var total = sources[0][i]
             for source in 1..<max(sourceCount, 1) { total += sources[source][i] }
             out[i] = total * factor
+            badTail += out[i] * 0
             i += 1
         }
+        return !(bad.sum() + badTail).isNaN
     }
 
     /// Sum of squares, accumulated in Double for a stable global norm.
@@ -170,6 +178,19 @@ public enum Kernels {
             let m = matrix + r * width
             for c in 0..<width { row[c] += m[c] }
         }
+    }
+
+    /// FNV-1a's xor-and-multiply over 8-byte words instead of bytes (a tail of fewer than 8 bytes byte by byte):
+    /// 8× fewer steps of the serial multiply chain, for comparing large buffers between ranks often (each step is a
+    /// bijection of the state, so buffers differing in one word always hash differently). Not FNV-1a's values.
+    public static func wordHash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var hash = seed
+        let words = bytes.count / 8
+        for word in 0..<words {
+            hash = (hash ^ bytes.loadUnaligned(fromByteOffset: word * 8, as: UInt64.self)) &* 0x0000_0100_0000_01B3
+        }
+        for byte in bytes[(words * 8)...] { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return hash
     }
 
     /// 64-bit FNV-1a hash of raw bytes (parameter checksums, config hashes).

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCore
 
 /// Reader for the IDX format of MNIST and Fashion-MNIST (big-endian header, unsigned-byte payload), raw or gzip.
 public enum IDX {
@@ -98,6 +99,7 @@ public enum IDX {
     /// Bytes scaled to [0, 1]; pointer loops keep debug builds fast on 47M pixels.
     static func bytesToUnitFloats(_ bytes: [UInt8]) -> [Float] {
         [Float](unsafeUninitializedCapacity: bytes.count) { output, initialized in
+            if let base = output.baseAddress { HugePages.advise(base, byteCount: bytes.count * MemoryLayout<Float>.stride) }
             bytes.withUnsafeBufferPointer { input in
                 for i in 0..<input.count { output[i] = Float(input[i]) * (1 / 255) }
             }

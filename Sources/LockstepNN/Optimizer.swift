@@ -12,6 +12,10 @@ public protocol Optimizer: AnyObject {
     func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float)
     /// Restores the state of a freshly created optimizer (zero buffers and step count unless the optimizer says otherwise).
     func resetState()
+    /// `step`, then zeroes the `count` gradients so the next step can accumulate into them; an optimizer that reads
+    /// each gradient once clears it in the same pass (no separate pass over the buffer).
+    func stepClearingGradients(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, count: Int,
+                               learningRate: Float)
 }
 
 extension Optimizer {
@@ -21,17 +25,29 @@ extension Optimizer {
         stepCount = 0
     }
 
+    /// Zeroes the gradients in a pass of their own after `step`.
+    public func stepClearingGradients(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                                      count: Int, learningRate: Float) {
+        step(parameters: parameters, gradients: UnsafePointer(gradients), count: count, learningRate: learningRate)
+        gradients.update(repeating: 0, count: count)
+    }
+
     /// `step` after adding the L1 penalty's subgradient `l1`·sign(p) (sign(0) = 0) to `gradients` in place, so every
-    /// optimizer sees it as part of the gradient, before its own weight decay; allocates nothing.
+    /// optimizer sees it as part of the gradient, before its own weight decay; allocates nothing. With
+    /// `clearingGradients` the gradients are zero afterwards (`stepClearingGradients`).
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, count: Int,
-                     learningRate: Float, l1: Float) {
+                     learningRate: Float, l1: Float, clearingGradients: Bool = false) {
         if l1 != 0 {
             for i in 0..<count {
                 let p = parameters[i]
                 gradients[i] += p > 0 ? l1 : (p < 0 ? -l1 : 0)
             }
         }
-        step(parameters: parameters, gradients: UnsafePointer(gradients), count: count, learningRate: learningRate)
+        if clearingGradients {
+            stepClearingGradients(parameters: parameters, gradients: gradients, count: count, learningRate: learningRate)
+        } else {
+            step(parameters: parameters, gradients: UnsafePointer(gradients), count: count, learningRate: learningRate)
+        }
     }
 }
 
@@ -71,21 +87,41 @@ public final class SGD: Optimizer {
 
     /// One update in place; allocates nothing.
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, count: Int, learningRate: Float) {
+        update(parameters: parameters, gradients: UnsafeMutablePointer(mutating: gradients), count: count,
+               learningRate: learningRate, clearing: false)
+    }
+
+    /// One update that zeroes each gradient right after reading it (the cache line is already there; a separate
+    /// memset would stream the whole buffer again).
+    public func stepClearingGradients(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                                      count: Int, learningRate: Float) {
+        update(parameters: parameters, gradients: gradients, count: count, learningRate: learningRate, clearing: true)
+    }
+
+    /// The update; `clearing` is loop-invariant, so the compiler emits each loop with and without the store.
+    @inline(__always)
+    private func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, count: Int,
+                        learningRate: Float, clearing: Bool) {
         precondition(count <= parameterCount, "SGD was created for \(parameterCount) parameters, step got \(count)")
         let v = velocity.pointer
         let (mu, wd, lr) = (momentum, weightDecay, learningRate)
         if mu == 0 {
-            for i in 0..<count { parameters[i] -= lr * (gradients[i] + wd * parameters[i]) }
+            for i in 0..<count {
+                parameters[i] -= lr * (gradients[i] + wd * parameters[i])
+                if clearing { gradients[i] = 0 }
+            }
         } else if stepCount == 0 {
             // PyTorch initializes the buffer with the first gradient (no μ·0 term, no dampening).
             for i in 0..<count {
                 let g = gradients[i] + wd * parameters[i]
+                if clearing { gradients[i] = 0 }
                 v[i] = g
                 parameters[i] -= lr * (nesterov ? g + mu * g : g)
             }
         } else {
             for i in 0..<count {
                 let g = gradients[i] + wd * parameters[i]
+                if clearing { gradients[i] = 0 }
                 let vi = mu * v[i] + g
                 v[i] = vi
                 parameters[i] -= lr * (nesterov ? g + mu * vi : vi)

@@ -20,6 +20,9 @@ public final class Sequential {
     /// Per layer: a ReLU that the MaxPool2D right after it applies itself (`MaxPool2D.forwardRectified`), so the
     /// full-size ReLU output is never written, read or kept.
     public let fusedIntoNextLayer: [Bool]
+    /// Per layer: a pure reshape (Flatten) whose output is its input's memory, so forward copies nothing and
+    /// backward passes the gradient through.
+    public let passesThrough: [Bool]
     private var activations: [FloatBuffer] = []
     private var gradientA = FloatBuffer(count: 0)
     private var gradientB = FloatBuffer(count: 0)
@@ -39,6 +42,7 @@ public final class Sequential {
         self.shapes = shapes
         firstLayerWithParameters = layers.firstIndex { !$0.parameterSpecs.isEmpty } ?? layers.count
         fusedIntoNextLayer = layers.indices.map { $0 + 1 < layers.count && layers[$0] is ReLU && layers[$0 + 1] is MaxPool2D }
+        passesThrough = layers.map { $0 is Flatten }
         parameters = FlatTensors(layerSpecs: layers.map(\.parameterSpecs), withGradients: true)
         state = FlatTensors(layerSpecs: layers.map(\.stateSpecs), withGradients: false)
         bindLayers()
@@ -104,7 +108,9 @@ public final class Sequential {
         }
         guard batchSize > plannedBatch else { return }
         plannedBatch = batchSize
-        activations = shapes.indices.map { FloatBuffer(count: fusedIntoNextLayer[$0] ? 0 : batchSize * shapes[$0].reduce(1, *)) }
+        activations = shapes.indices.map {
+            FloatBuffer(count: fusedIntoNextLayer[$0] || passesThrough[$0] ? 0 : batchSize * shapes[$0].reduce(1, *))
+        }
         var shape = inputShape
         for (index, layer) in layers.enumerated() {
             layer.plan(batchSize: batchSize, inputShape: shape)
@@ -118,7 +124,8 @@ public final class Sequential {
         precondition(batch <= plannedBatch, "batch \(batch) exceeds planned batch \(plannedBatch); call plan(batchSize:)")
         var x = input
         for (index, layer) in layers.enumerated() {
-            if fusedIntoNextLayer[index] { continue }  // x stays the ReLU's input, which the pool below rectifies
+            // x stays the ReLU's input, which the pool below rectifies, or the reshaped input itself.
+            if fusedIntoNextLayer[index] || passesThrough[index] { continue }
             var layerContext = context
             layerContext.rng = context.rng.split(UInt64(index))
             if index > 0 && fusedIntoNextLayer[index - 1] {
@@ -128,7 +135,14 @@ public final class Sequential {
             }
             x = UnsafePointer(activations[index].pointer)
         }
-        return activations.last?.pointer ?? UnsafeMutablePointer(mutating: input)
+        return UnsafeMutablePointer(mutating: x)
+    }
+
+    /// Where layer `index`'s forward output is (`input` for index −1 and for reshapes of it).
+    private func output(ofLayer index: Int, input: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        var layer = index
+        while layer >= 0 && passesThrough[layer] { layer -= 1 }
+        return layer < 0 ? input : UnsafePointer(activations[layer].pointer)
     }
 
     /// Back-propagates `outputGradient` ([batch, outputWidth]) after `forward(input, batch)`, adding into the
@@ -157,15 +171,20 @@ public final class Sequential {
             let fused = index > 0 && fusedIntoNextLayer[index - 1]
             let producer = fused ? index - 1 : index
             let destination = producer == 0 ? inputGradient : (producer > first ? target.pointer : nil)
+            if passesThrough[index] {
+                // The gradient of a reshape is the same memory: dy stays; only the caller's buffer needs a copy.
+                if producer == 0, let inputGradient { inputGradient.update(from: dy, count: batch * inputWidth) }
+                layerDone(index)
+                continue
+            }
             if fused {
                 if let destination {
                     (layers[index] as! MaxPool2D).backwardRectified(output: activations[index].pointer, outputGradient: dy,
                                                                     inputGradient: destination, batch: batch)
                 }
             } else {
-                let x = index == 0 ? input : UnsafePointer(activations[index - 1].pointer)
-                layers[index].backward(input: x, output: activations[index].pointer, outputGradient: dy,
-                                       inputGradient: destination, batch: batch)
+                layers[index].backward(input: output(ofLayer: index - 1, input: input), output: activations[index].pointer,
+                                       outputGradient: dy, inputGradient: destination, batch: batch)
             }
             layerDone(index)
             if producer > 0 && destination != nil {

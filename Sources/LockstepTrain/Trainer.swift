@@ -127,6 +127,8 @@ public final class Trainer {
     private let evaluationFeatures: FloatBuffer
     private let evaluationTargets: FloatBuffer
     private var control = StepControl.Buffer()
+    /// Whether the last update zeroed the gradients as it read them, so the next step need not zero them again.
+    private var gradientsCleared = false
     /// The epoch in progress: its plan and the micro-batches it has left.
     private var current: (plan: EpochPlan, microBatchesLeft: Int)?
     /// This epoch's loss sum and samples on this rank.
@@ -243,6 +245,7 @@ public final class Trainer {
             }
         }
         reducer.fault = options.faults.reductionFault
+        reducer.collectiveFollowsFinish = true  // trainStep's control allreduce comes before the next gradient write
         if options.distributed.syncBatchNorm && communicator.size > 1 { try connectSyncBatchNorm() }
         model.initialize(rng: RNG(seed: options.seed).split(1))
         if let path = options.initializeFrom { try initialize(from: path) }
@@ -466,7 +469,8 @@ public final class Trainer {
         let stepRNG = RNG(seed: options.seed).split(2).split(UInt64(step))
         var lossSum = 0.0, samples = 0
         observer?.beginStep()
-        model.zeroGradients()
+        if !gradientsCleared { model.zeroGradients() }
+        gradientsCleared = false
         reducer.beginStep(microBatches: microBatches)
         for micro in 0..<microBatches {
             let (microLoss, count) = try trainMicroBatch(micro, plan: plan, rng: stepRNG)
@@ -477,9 +481,14 @@ public final class Trainer {
         if let hookError { throw hookError }
         mine.lossNonFinite = !lossSum.isFinite
         // Sharded, only this rank's slice is reduced; a non-finite gradient on any rank lands in some owner's slice.
-        mine.gradientsNonFinite = optimizerShard == nil
-            ? !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
-            : !Kernels.allFinite(reducer.shardGradients.baseAddress!, count: reducer.shardGradients.count)
+        // Through shared memory each rank checked its slice while averaging it; the control vector combines them.
+        if let sliceFinite = reducer.ownSliceFinite {
+            mine.gradientsNonFinite = !sliceFinite
+        } else {
+            mine.gradientsNonFinite = optimizerShard == nil
+                ? !Kernels.allFinite(model.parameters.gradients!.pointer, count: model.parameters.count)
+                : !Kernels.allFinite(reducer.shardGradients.baseAddress!, count: reducer.shardGradients.count)
+        }
         mine.stopRequested = stopRequested != 0
         let decision = try control.reduce(mine, rank: communicator.rank, communicator: communicator)
         try apply(decision)
@@ -571,8 +580,14 @@ public final class Trainer {
         if options.clipGradientNorm > 0 {
             GradientClipping.clipByGlobalNorm(gradients, count: count, maxNorm: Float(options.clipGradientNorm))
         }
+        // The update clears the trainable gradients (the frozen ones are never written after the first zeroing),
+        // except in node-shared memory: peers have just read those lines, and the update's scattered stores then
+        // wait for each line's ownership (2 ranks: optimizer phase 0.12 → 0.18 ms), where the next step's memset
+        // takes them cheaply.
+        let clearing = reducer.mode != .sharedMemory && reducer.mode != .hierarchical
         optimizer.step(parameters: model.parameters.values.pointer + trainableOffset, gradients: gradients, count: count,
-                       learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
+                       learningRate: schedule.learningRate(step: step), l1: Float(options.l1), clearingGradients: clearing)
+        gradientsCleared = clearing
     }
 
     /// Records `metrics` for early stopping (identical on every rank: the metrics are reduced); returns whether the
@@ -619,7 +634,8 @@ public final class Trainer {
 
     /// Stops every rank, naming the ranks whose parameters differ from rank 0's.
     public func checkParametersAgree() throws {
-        let all = try communicator.allgather([parameterChecksum()])
+        // Every `checkEvery` steps: the word hash (≈ 0.1 ms for fashion-mlp) instead of byte-wise FNV-1a (≈ 1.2 ms).
+        let all = try communicator.allgather([Kernels.wordHash(UnsafeRawBufferPointer(model.parameters.values.buffer))])
         let diverged = (1..<communicator.size).filter { all[$0] != all[0] }
         if !diverged.isEmpty {
             throw CollectiveError("step \(step): parameters of rank \(diverged.map(String.init).joined(separator: ", ")) differ from rank 0's (checksums \(all.map { String($0, radix: 16) }.joined(separator: ", ")))")

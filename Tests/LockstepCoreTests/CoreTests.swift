@@ -152,4 +152,37 @@ final class KernelAndBLASTests: XCTestCase {
         let bytes: [UInt8] = Array("a".utf8)
         XCTAssertEqual(bytes.withUnsafeBytes { Kernels.fnv1a($0) }, 0xaf63_dc4c_8601_ec8c)  // published FNV-1a 64 of "a"
     }
+
+    /// `Kernels.sum` reports whether what it wrote is finite: a NaN or ±Inf in the SIMD body or the scalar tail of
+    /// the range, or an overflow of the sum itself, makes it false; values outside the range do not count.
+    func testSumReportsWhetherItsOutputIsFinite() {
+        func sum(_ poison: (source: Int, index: Int, value: Float)?, big: Bool = false) -> Bool {
+            let sources = (0..<2).map { _ in FloatBuffer((0..<53).map { Float($0) * (big ? 2e38 : 1) }) }
+            if let poison { sources[poison.source].pointer[poison.index] = poison.value }
+            let out = FloatBuffer(count: 53)
+            return sources.map(\.pointer).withUnsafeBufferPointer {
+                Kernels.sum($0.baseAddress!, sourceCount: 2, range: 3..<50, scaledBy: 0.5, into: out.pointer)
+            }
+        }
+        XCTAssertTrue(sum(nil))
+        XCTAssertFalse(sum((1, 4, .nan)), "NaN in the SIMD body")
+        XCTAssertFalse(sum((0, 49, .infinity)), "Inf in the scalar tail")
+        XCTAssertFalse(sum((1, 20, -.infinity)))
+        XCTAssertTrue(sum((0, 2, .nan)), "outside the range")
+        XCTAssertTrue(sum((1, 50, .nan)), "outside the range")
+        XCTAssertFalse(sum(nil, big: true), "2e38·i + 2e38·i overflows before the scaling")
+    }
+
+    /// The word hash sees every byte (tail included) and any one-word change; equal bytes hash equally.
+    func testWordHashChangesWithAnyByte() {
+        let base = (0..<27).map { UInt8($0 * 5 + 1) }
+        let reference = base.withUnsafeBytes { Kernels.wordHash($0) }
+        XCTAssertEqual(base.withUnsafeBytes { Kernels.wordHash($0) }, reference)
+        for index in base.indices {
+            var changed = base
+            changed[index] ^= 0x80
+            XCTAssertNotEqual(changed.withUnsafeBytes { Kernels.wordHash($0) }, reference, "byte \(index)")
+        }
+        XCTAssertNotEqual(Array(base.dropLast()).withUnsafeBytes { Kernels.wordHash($0) }, reference)
+    }
 }

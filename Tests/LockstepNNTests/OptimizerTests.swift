@@ -181,6 +181,33 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
+    /// `stepClearingGradients` updates exactly as `step` (SGD's fused loops and the default pass alike) and leaves
+    /// the gradients zero.
+    func testStepClearingGradientsEqualsStepAndZeroesTheGradients() {
+        let makers: [(Int) -> Optimizer] = [{ SGD(parameterCount: $0, weightDecay: 0.1) },
+                                            { SGD(parameterCount: $0, momentum: 0.9, weightDecay: 0.1) },
+                                            { SGD(parameterCount: $0, momentum: 0.9, nesterov: true) },
+                                            { Adam(parameterCount: $0, weightDecay: 0.1) }]
+        let initial = (0..<19).map { Float($0) * 0.37 - 3 }
+        for make in makers {
+            let plain = make(19), fused = make(19)
+            let plainParameters = FloatBuffer(initial), fusedParameters = FloatBuffer(initial)
+            for step in 0..<3 {
+                let values = (0..<19).map { Float(($0 * 7 + step * 3) % 11) * 0.05 - 0.25 }
+                let gradients = FloatBuffer(values), cleared = FloatBuffer(values)
+                plain.step(parameters: plainParameters.pointer, gradients: gradients.pointer, count: 19, learningRate: 0.01)
+                fused.stepClearingGradients(parameters: fusedParameters.pointer, gradients: cleared.pointer, count: 19, learningRate: 0.01)
+                XCTAssertEqual(gradients.array, values, "\(plain.kind): step leaves the gradients")
+                XCTAssertEqual(cleared.array, [Float](repeating: 0, count: 19), "\(plain.kind) step \(step)")
+            }
+            XCTAssertEqual(fusedParameters.array.map(\.bitPattern), plainParameters.array.map(\.bitPattern), plain.kind)
+            XCTAssertEqual(fused.stepCount, plain.stepCount)
+            for (mine, theirs) in zip(fused.stateBuffers, plain.stateBuffers) {
+                XCTAssertEqual(mine.buffer.array.map(\.bitPattern), theirs.buffer.array.map(\.bitPattern), "\(plain.kind) \(mine.name)")
+            }
+        }
+    }
+
     func testL1AddsSignOfParametersBeforeWeightDecay() {
         // p = [1, -2, 0], g = [0.1, -0.2, 0.3], λ = 0.01, wd = 0.1, lr = 0.1:
         // step 1: g + λ·sign(p) + wd·p = [0.21, -0.41, 0.3] (sign(0) = 0) → p = [0.979, -1.959, -0.03];

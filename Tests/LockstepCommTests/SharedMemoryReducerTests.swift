@@ -1,0 +1,77 @@
+import LockstepComm
+import LockstepCore
+import XCTest
+
+/// `.sharedMemory` on a fake node of threads (`ThreadWorld`): each rank learns whether the slice it averaged is
+/// finite, so the trainer needs no second pass over all gradients, and a following collective replaces a barrier.
+extension GradientReducerTests {
+    func testSharedMemoryReportsWhetherEachRanksSliceIsFinite() {
+        let world = ThreadWorld(nodeSizes: [2])
+        let count = 1001
+        // Per step: where rank 1 puts a non-finite value (nil: nowhere); index 5 lies in rank 0's slice (0..<496),
+        // index 1000 in rank 1's slice, in the scalar tail.
+        let poisons: [(index: Int, value: Float)?] = [nil, (5, .nan), (1000, .infinity), nil]
+        final class Reports: @unchecked Sendable { var values: [[Bool?]] = [[], []] }
+        let reports = Reports()
+        let lock = NSLock()
+        let errors = world.run { comm in
+            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
+            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0],
+                                              mode: .sharedMemory, shared: shared)
+            for poison in poisons {
+                for index in 0..<count { gradients[index] = Float(index % 7) }
+                if comm.rank == 1, let poison { gradients[poison.index] = poison.value }
+                reducer.beginStep(microBatches: 1)
+                try reducer.layerReady(0)
+                try reducer.finish()
+                lock.lock(); reports.values[comm.rank].append(reducer.ownSliceFinite); lock.unlock()
+            }
+        }
+        XCTAssertEqual(errors, [nil, nil])
+        XCTAssertEqual(reports.values[0], [true, false, true, true])
+        XCTAssertEqual(reports.values[1], [true, true, false, true])
+    }
+
+    /// Three node barriers per step on their own; two when the caller promises a collective after `finish`.
+    func testSharedMemorySkipsItsLastBarrierWhenACollectiveFollows() {
+        for follows in [false, true] {
+            let world = ThreadWorld(nodeSizes: [2])
+            final class Counts: @unchecked Sendable { var barriers = [0, 0] }
+            let counts = Counts()
+            let lock = NSLock()
+            let errors = world.run { comm in
+                let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: 64))
+                let gradients = UnsafeMutableBufferPointer(start: shared.local, count: 64)
+                let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0],
+                                                  mode: .sharedMemory, shared: shared)
+                reducer.collectiveFollowsFinish = follows
+                for step in 0..<2 {
+                    for index in 0..<64 { gradients[index] = Float(comm.rank * 64 + index + step) }
+                    reducer.beginStep(microBatches: 1)
+                    try reducer.layerReady(0)
+                    try reducer.finish()
+                    for index in 0..<64 where gradients[index] != Float(32 + index + step) {
+                        throw ReducerConfigurationError("rank \(comm.rank) [\(index)] = \(gradients[index])")
+                    }
+                    if follows { try comm.barrier() }  // the promised collective
+                }
+                let barriers = comm.recentCollectives(limit: 64).filter { $0.contains("sharedBarrier") }.count
+                lock.lock(); counts.barriers[comm.rank] = barriers; lock.unlock()
+            }
+            XCTAssertEqual(errors, [nil, nil])
+            XCTAssertEqual(counts.barriers, [2 * (follows ? 2 : 3), 2 * (follows ? 2 : 3)], "collectiveFollowsFinish \(follows)")
+        }
+    }
+
+    func testOtherModesLeaveTheSliceCheckToTheCaller() throws {
+        let gradients = FloatBuffer(count: 40)
+        let reducer = try GradientReducer(communicator: SingleProcessCommunicator(),
+                                          gradients: UnsafeMutableBufferPointer(start: gradients.pointer, count: 40),
+                                          layerStartOffsets: [0], mode: .blocking)
+        reducer.beginStep(microBatches: 1)
+        try reducer.layerReady(0)
+        try reducer.finish()
+        XCTAssertNil(reducer.ownSliceFinite)
+    }
+}
