@@ -6,7 +6,7 @@ import LockstepCore
 /// No overlap is the default: on one node the reduction is itself CPU work (copies and sums) on the cores that run
 /// backward, so overlapping gained nothing in measurements on a 2-core machine, while MPI_Iallreduce took about 2×
 /// as long as the blocking call. The Trainer picks `.sharedMemory` when every rank is on one node, `.hierarchical`
-/// when ranks span several nodes with several ranks on each, and `.blocking` otherwise. The overlap modes are for
+/// when ranks span several nodes with the same number on each, and `.blocking` otherwise. The overlap modes are for
 /// nodes with idle cores or network offload.
 public enum ReductionMode: String, Sendable, CaseIterable {
     /// Everything reduced in `finish()`, one blocking allreduce per bucket: the no-overlap baseline.

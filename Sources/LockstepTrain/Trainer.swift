@@ -327,13 +327,15 @@ public final class Trainer {
         if mode == .blocking && !d.shardOptimizer && d.transport != .mpi && d.transport != .hierarchical && worthIt {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
         }
-        // Across nodes with several ranks on each: within the node through shared memory, across it per local rank.
+        // Across nodes (any equal number of ranks on each): within the node through shared memory, across it per
+        // local rank. With one rank per node too: the ring measured 1.14× (2 hosts) and 2.4× (3 hosts) OpenMPI's
+        // flat allreduce in training at 1 Gbit/s (BENCHMARKS.md).
         // Decided from every rank's node size (one collective), so all ranks choose alike.
         // Deterministic mode too: its chain across nodes sums in rank order, the same bits as the flat path.
         if communicator.size > 1 && shared == nil && (mode == .blocking || mode == .deterministic) && !d.shardOptimizer
             && (d.transport == .hierarchical || d.transport == .auto && worthIt),
            let perNode = try GradientReducer.ranksPerNode(communicator: communicator),
-           d.transport == .hierarchical || perNode > 1 && perNode < communicator.size {
+           d.transport == .hierarchical || perNode < communicator.size {
             let floats = GradientReducer.hierarchicalSharedCount(gradientCount: model.parameters.count, localSize: perNode,
                                                                  nodeCount: communicator.size / perNode)
             shared = try communicator.allocateSharedWithinNode(floatCount: floats)

@@ -109,14 +109,14 @@ public struct DistributedOptions: Sendable {
     /// The path blocking gradient reductions take.
     public enum Transport: String, Sendable, CaseIterable {
         /// Gradients of at least 8 KiB reduced blocking: node-shared memory when every rank is on one node,
-        /// hierarchical when ranks span several nodes with the same number (more than one) on each; MPI otherwise.
+        /// hierarchical when ranks span several nodes with the same number on each; MPI otherwise.
         case auto
         /// Always MPI allreduce.
         case mpi
         /// Node-shared memory or an error naming why it cannot be used.
         case sharedMemory = "shared_memory"
-        /// Within each node through shared memory, across nodes one allreduce per local rank on its slice; an
-        /// error names why it cannot be used (overlap, deterministic, unequal ranks per node).
+        /// Within each node through shared memory, across nodes a ring (or in deterministic mode a chain) per local
+        /// rank on its slice; an error names why it cannot be used (overlap, unequal ranks per node).
         case hierarchical
     }
 

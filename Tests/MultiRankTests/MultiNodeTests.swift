@@ -47,7 +47,8 @@ final class MultiNodeTests: XCTestCase {
 
     // MARK: - Tests
 
-    /// 3 hosts × 1 rank × batch 32 over TCP end with the parameters of 1 process × batch 96.
+    /// 3 hosts × 1 rank × batch 32 over TCP end with the parameters of 1 process × batch 96; the default transport
+    /// takes the ring across nodes there too (one rank per node).
     func testThreeHostsMatchOneProcessWithTripleBatch() throws {
         try up(3)
         let base = ["train", "--config", MPIRun.config("fashion-mlp.yaml"), "--set", "data.train_subset=8192",
@@ -56,6 +57,7 @@ final class MultiNodeTests: XCTestCase {
         let outcome = try Equivalence.measure(base: base, ranks: 3, batch: 32) { try self.cluster("run", "1", $0) }
         Equivalence.assertHolds(outcome, ranks: 3, "3 hosts × 32 vs 1 × 96")
         XCTAssertTrue(outcome.parallel.stdout.contains("on 3 ranks"), outcome.parallel.stdout)
+        XCTAssertTrue(outcome.parallel.stdout.contains("gradient reduction hierarchical"), outcome.parallel.stdout)
     }
 
     /// 2 hosts × 2 ranks × batch 16 with the default transport, which picks hierarchical reduction there (within each
