@@ -596,23 +596,29 @@ public final class GradientReducer {
         let localSize = communicator.localSize
         let mine = (communicator.localRank * hierarchicalSlice)..<((communicator.localRank + 1) * hierarchicalSlice)
         try shared.synchronize()  // every local rank's backward has written its gradients
-        shared.segments.withUnsafeBufferPointer {
+        _ = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: localSize, range: mine, scaledBy: 1, into: shared.local)
         }
         let slice = UnsafeMutableBufferPointer(start: shared.local + mine.lowerBound, count: mine.count)
         if crossNode.size > 1 { try sumAcrossNodes(slice, over: crossNode) }
         // Scaled after the sum over nodes, as the other modes scale after theirs: the mean is (Σ g) × 1/W.
         if fault != .sum { Kernels.scale(slice.baseAddress!, by: 1 / Float(communicator.size), count: slice.count) }
+        try copySlicesWithinNode(shared)
+    }
+
+    /// Once every local rank has reduced its own slice: copies the other slices from their owners' segments.
+    private func copySlicesWithinNode(_ shared: NodeSharedFloats) throws {
         try shared.synchronize()  // every slice is reduced
-        for peer in 0..<localSize where peer != communicator.localRank {
+        for peer in 0..<communicator.localSize where peer != communicator.localRank {
             let start = peer * hierarchicalSlice
             (shared.local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
         }
         try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
     }
 
-    /// Floats per message of the deterministic chain across nodes (256 KiB): small enough that the pipeline fills
-    /// quickly (2N − 3 extra steps), large enough that per-message latency stays small against 2 ms on a 1 Gbit/s link.
+    /// Floats per message across nodes, in the ring and the deterministic chain (256 KiB): OpenMPI's TCP transport
+    /// sends larger messages only after a handshake that queues behind data on a busy link (whole ring chunks ran at
+    /// 55–65% of 1 Gbit/s, these pieces at 86%), and the chain's pipeline fills in 2N − 3 steps of one piece.
     public static let chainPieceFloats = 1 << 16
 
     /// Whether `.deterministic` mode reduces through node-shared memory and a rank-order chain across nodes
@@ -633,7 +639,7 @@ public final class GradientReducer {
         try shared.synchronize()  // every local rank's backward has written its gradients
         let nodes = group.size, me = group.nodeIndex, local = shared.local
         if me == 0 || nodes == 1 {
-            shared.segments.withUnsafeBufferPointer {
+            _ = shared.segments.withUnsafeBufferPointer {
                 Kernels.sum($0.baseAddress!, sourceCount: localSize, range: mine, scaledBy: 1, into: local)
             }
         }
@@ -673,12 +679,7 @@ public final class GradientReducer {
                 }
             }
         }
-        try shared.synchronize()  // every slice is reduced
-        for peer in 0..<localSize where peer != communicator.localRank {
-            let start = peer * hierarchicalSlice
-            (local + start).update(from: shared.segments[peer] + start, count: hierarchicalSlice)
-        }
-        try shared.synchronize()  // no rank changes its gradients (next step) while another still copies them
+        try copySlicesWithinNode(shared)
     }
 
     /// Ring reduce-scatter then ring allgather of `slice` (N equal chunks) over the group's N nodes: each step sends
