@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepData
+import LockstepNN
 
 extension Dataset {
     /// Two Gaussian blobs in 4-D, labels 0/1: linearly separable, so a small MLP reaches ~100% quickly.
@@ -12,5 +13,16 @@ extension Dataset {
             targets.append(Float(label))
         }
         return Dataset(features: features, targets: targets, sampleShape: [4], classCount: 2)
+    }
+}
+
+extension Sequential {
+    /// The small MLP the in-process Trainer tests train on `Dataset.blobs`: 4 → 16 → ReLU → 2.
+    static func blobsClassifier() throws -> Sequential {
+        try Sequential(inputShape: [4]) {
+            Linear(inputDimensions: 4, outputDimensions: 16)
+            ReLU()
+            Linear(inputDimensions: 16, outputDimensions: 2)
+        }
     }
 }

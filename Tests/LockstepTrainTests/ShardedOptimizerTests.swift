@@ -10,11 +10,7 @@ import LockstepNN
 /// in MultiRankTests/ZeroShardingTests.
 final class ShardedOptimizerTests: XCTestCase {
     private func makeTrainer(options: TrainingOptions, optimizerCount: ((Sequential) throws -> Int)? = nil) throws -> Trainer {
-        let model = try Sequential(inputShape: [4]) {
-            Linear(inputDimensions: 4, outputDimensions: 16)
-            ReLU()
-            Linear(inputDimensions: 16, outputDimensions: 2)
-        }
+        let model = try Sequential.blobsClassifier()
         var options = options
         options.distributed.timeoutSeconds = 0
         let count = try optimizerCount?(model)

@@ -10,11 +10,7 @@ import LockstepNN
 /// `fit`, `trainStep`, `evaluate`, `predict`, accumulation and observers.
 final class TrainerTests: XCTestCase {
     private func makeTrainer(options: TrainingOptions = TrainingOptions(), observer: StepObserver? = nil) throws -> Trainer {
-        let model = try Sequential(inputShape: [4]) {
-            Linear(inputDimensions: 4, outputDimensions: 16)
-            ReLU()
-            Linear(inputDimensions: 16, outputDimensions: 2)
-        }
+        let model = try Sequential.blobsClassifier()
         var options = options
         options.distributed.timeoutSeconds = 0
         let trainer = try Trainer(model: model, loss: SoftmaxCrossEntropy(),
