@@ -37,12 +37,12 @@ def main(out):
                      f"({min(rates):.0f}–{max(rates):.0f}) | {median(steps) * 1e3:.1f} | {median(waits) * 100:.0f}% "
                      f"| {median(efficiency) * 100:.0f}% |")
     for config in sorted({c for c, _ in runs}):
-        if (config, "mpi") in rates_by_path and (config, "hierarchical") in rates_by_path:
-            ratio = rates_by_path[(config, "hierarchical")] / rates_by_path[(config, "mpi")]
-            lines.append(f"\n{config}: hierarchical / flat MPI = **{ratio:.2f}×** samples/s (medians)")
-        if (config, "deterministic_mpi") in rates_by_path and (config, "deterministic_hierarchical") in rates_by_path:
-            ratio = rates_by_path[(config, "deterministic_hierarchical")] / rates_by_path[(config, "deterministic_mpi")]
-            lines.append(f"\n{config}: deterministic through nodes / deterministic flat MPI = **{ratio:.2f}×** samples/s (medians)")
+        for flat, hierarchical, label in [("mpi", "hierarchical", "hierarchical / flat MPI"),
+                                          ("deterministic_mpi", "deterministic_hierarchical",
+                                           "deterministic through nodes / deterministic flat MPI")]:
+            if (config, flat) in rates_by_path and (config, hierarchical) in rates_by_path:
+                ratio = rates_by_path[(config, hierarchical)] / rates_by_path[(config, flat)]
+                lines.append(f"\n{config}: {label} = **{ratio:.2f}×** samples/s (medians)")
     text = "\n".join(lines) + "\n"
     open(os.path.join(out, "cluster.md"), "w").write(text)
     print(text)
