@@ -450,9 +450,9 @@ public final class GradientReducer {
                 bucketReduced(bucket, background ? launchNanoseconds[bucket] : waitStart, DispatchTime.now().uptimeNanoseconds)
             }
             // Scaling each bucket as it lands overlaps the multiply with the buckets still in flight; the
-            // shared-memory reduction averages as it sums, the hierarchical one before its slices are shared.
-            let factor = mode == .sharedMemory ? (fault == .sum ? Float(communicator.size) : 1)
-                : mode == .hierarchical ? 1 : scale
+            // shared-memory reduction averages as it sums (and must not write its gradients again: peers may still
+            // be copying them), the hierarchical one scales before its slices are shared.
+            let factor = mode == .sharedMemory || mode == .hierarchical ? 1 : scale
             if communicator.size > 1 && factor != 1 {
                 Kernels.scale(gradients.baseAddress! + buckets[bucket].elements.lowerBound, by: factor,
                               count: buckets[bucket].elements.count)
@@ -575,10 +575,10 @@ public final class GradientReducer {
         try shared.synchronize()  // every rank's backward has written its gradients
         let finite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
-                        scaledBy: 1 / Float(size), into: shared.local)
+                        scaledBy: fault == .sum ? 1 : 1 / Float(size), into: shared.local)
         }
-        // One bucket covers every gradient; a fault-injected rescale afterwards could overflow, so say nothing then.
-        ownSliceFinite = buckets.count == 1 && fault == .none ? finite : nil
+        // One bucket covers every gradient, and the slice holds its final values (also under the `.sum` fault).
+        ownSliceFinite = buckets.count == 1 ? finite : nil
         try shared.synchronize()  // every slice is averaged
         for peer in 0..<size where peer != communicator.rank {
             let slice = share(of: elements, rank: peer)
