@@ -25,8 +25,10 @@ let package = Package(
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Elementwise kernels compiled for SSE2, AVX2 and AVX-512 and picked at load time (Swift targets one ISA).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
         // Swift modules
-        .target(name: "LockstepCore", dependencies: ["COpenBLAS"],
+        .target(name: "LockstepCore", dependencies: ["COpenBLAS", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "LockstepNN", dependencies: ["LockstepCore"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
@@ -44,7 +46,7 @@ let package = Package(
         .executableTarget(name: "lockstep", dependencies: ["LockstepCLI",
                                                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Tests
-        .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
+        .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore", "CKernels"]),
         .testTarget(name: "LockstepNNTests", dependencies: ["LockstepNN"]),
         .testTarget(name: "LockstepCommTests", dependencies: ["LockstepComm"]),
         .testTarget(name: "LockstepDataTests", dependencies: ["LockstepData"]),

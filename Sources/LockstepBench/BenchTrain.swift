@@ -112,7 +112,7 @@ extension Session {
             "fraction_of_model_sgemm": achievedWall / max(minimumModelSgemm, 1),
             "gemm_shapes": gemmShapes.map { "\($0.repeats)x \($0.transposeA ? "T" : "N")\($0.transposeB ? "T" : "N") \($0.m)x\($0.n)x\($0.k)" },
             "blas_threads": BLAS.threadCount,
-            "cpu_model": CPUInfo.description, "openblas_core": BLAS.coreName,
+            "cpu_model": CPUInfo.description, "openblas_core": BLAS.coreName, "vector_isa": Kernels.vectorISA,
             "layers": layerTimes.map { ["index": $0.index, "kind": $0.kind, "output_shape": $0.outputShape,
                                         "forward_seconds": $0.forwardSeconds, "backward_seconds": $0.backwardSeconds] as [String: Any] },
             "per_rank": perRank,
@@ -131,7 +131,7 @@ extension Session {
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
         lines.append(String(format: "sgemm at this model's GEMM shapes (batch %d) %.1f GFLOP/s per rank; samples/s × FLOPs per sample = %.1f GFLOP/s per rank: %.0f%% of that limit",
                             trainer.perRankBatch, minimumModelSgemm / 1e9, achievedWall / 1e9, achievedWall / max(minimumModelSgemm, 1) * 100))
-        lines.append("CPU \(CPUInfo.description), OpenBLAS core \(BLAS.coreName), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
+        lines.append("CPU \(CPUInfo.description), OpenBLAS core \(BLAS.coreName), elementwise kernels \(Kernels.vectorISA), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
         let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))
         lines.append("  #  layer            output          forward ms  backward ms  share")

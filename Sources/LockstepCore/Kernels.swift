@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #else
@@ -101,31 +103,11 @@ public enum Kernels {
         return !bad.isNaN
     }
 
-    /// y = softmax(x) over `count` values; `y` may be `x` (in place). Subtracting the maximum keeps exp in range
-    /// without changing the result. exp runs 4 lanes at a time (FastMath): libm's expf was a call per element.
+    /// y = softmax(x) over `count` > 0 values; `y` may be `x` (in place). Subtracting the maximum keeps exp in range
+    /// without changing the result; 16 lanes at a time in CKernels, with the same bits on every x86 ISA.
     @inline(__always)
     public static func softmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-        let full = count & ~3
-        let shift = SIMD4<Float>(repeating: maximum(x, count: count))
-        var sums = SIMD4<Float>(repeating: 0)
-        for c in stride(from: 0, to: full, by: 4) {
-            let e = FastMath.exp(UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self) - shift)
-            UnsafeMutableRawPointer(y + c).storeBytes(of: e, as: SIMD4<Float>.self)
-            sums += e
-        }
-        var sum = sums.sum()
-        if full < count {
-            var tail = shift
-            for lane in 0..<(count - full) { tail[lane] = x[full + lane] }
-            let e = FastMath.exp(tail - shift)
-            for lane in 0..<(count - full) { y[full + lane] = e[lane]; sum += e[lane] }
-        }
-        let inverse = SIMD4<Float>(repeating: 1 / sum)
-        for c in stride(from: 0, to: full, by: 4) {
-            let v = UnsafeRawPointer(y + c).loadUnaligned(as: SIMD4<Float>.self)
-            UnsafeMutableRawPointer(y + c).storeBytes(of: v * inverse, as: SIMD4<Float>.self)
-        }
-        for c in full..<count { y[c] *= inverse[0] }
+        lockstep_softmax(x, y, count)
     }
 
     /// The largest of `count` ≥ 1 values, 4 lanes at a time (a NaN first value makes it NaN, as the result should be).
@@ -142,24 +124,74 @@ public enum Kernels {
         return result
     }
 
-    /// log Σ exp(x) over `count` values, stable (the maximum is factored out), exp 4 lanes at a time.
+    /// Softmax of x[0..<visible] into y and zeros in y[visible..<count] (a causal attention row); `y` may be `x`.
+    @inline(__always)
+    public static func maskedSoftmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int, visible: Int) {
+        lockstep_masked_softmax(x, y, count, visible)
+    }
+
+    /// Softmax backward in place over one row: g = p ⊙ (g − ⟨g, p⟩) for the first `visible` values, 0 after them.
+    @inline(__always)
+    public static func softmaxBackward(probabilities p: UnsafePointer<Float>, gradient g: UnsafeMutablePointer<Float>,
+                                       count: Int, visible: Int) {
+        lockstep_softmax_backward(p, g, count, visible)
+    }
+
+    /// log Σ exp(x) over `count` > 0 values, stable (the maximum is factored out).
     @inline(__always)
     public static func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
-        let full = count & ~3
-        let largest = maximum(x, count: count)
-        let shift = SIMD4<Float>(repeating: largest)
-        var sums = SIMD4<Float>(repeating: 0)
-        for c in stride(from: 0, to: full, by: 4) {
-            sums += FastMath.exp(UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self) - shift)
+        lockstep_log_sum_exp(x, count)
+    }
+
+    /// y = gelu(x) (tanh form) elementwise; with `gates`, σ(2u) is kept there for `geluBackward`.
+    @inline(__always)
+    public static func geluForward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                   gates: UnsafeMutablePointer<Float>?, count: Int) {
+        lockstep_gelu_forward(x, y, gates, count)
+    }
+
+    /// dx = dy · gelu'(x) elementwise (`dx` may be `dy`); σ(2u) from `gates` when given, else recomputed.
+    @inline(__always)
+    public static func geluBackward(_ x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>,
+                                    into dx: UnsafeMutablePointer<Float>, gates: UnsafePointer<Float>?, count: Int) {
+        lockstep_gelu_backward(x, dy, dx, gates, count)
+    }
+
+    /// Layer normalization of `rows` rows of `width` values, y = (x − mean)·invstd·weight + bias; each row's mean and
+    /// invstd are stored in `means` and `inverseDeviations` for `layerNormBackward`.
+    @inline(__always)
+    public static func layerNormForward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                        means: UnsafeMutablePointer<Float>, inverseDeviations: UnsafeMutablePointer<Float>,
+                                        rows: Int, width: Int, epsilon: Float) {
+        lockstep_layer_norm_forward(x, y, weight, bias, means, inverseDeviations, rows, width, epsilon)
+    }
+
+    /// Layer normalization backward: `weightGradient` and `biasGradient` accumulate, `inputGradient` is written.
+    @inline(__always)
+    public static func layerNormBackward(_ x: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                                         inputGradient: UnsafeMutablePointer<Float>?, weight: UnsafePointer<Float>,
+                                         weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
+                                         means: UnsafePointer<Float>, inverseDeviations: UnsafePointer<Float>,
+                                         rows: Int, width: Int) {
+        lockstep_layer_norm_backward(x, outputGradient, inputGradient, weight, weightGradient, biasGradient, means,
+                                     inverseDeviations, rows, width)
+    }
+
+    /// The instruction set the elementwise C kernels run on here ("avx512", "avx2" or "baseline").
+    public static var vectorISA: String {
+        switch lockstep_kernels_active() {
+        case LOCKSTEP_KERNELS_AVX512: "avx512"
+        case LOCKSTEP_KERNELS_AVX2: "avx2"
+        default: "baseline"
         }
-        var sum = sums.sum()
-        if full < count {
-            var tail = shift
-            for lane in 0..<(count - full) { tail[lane] = x[full + lane] }
-            let e = FastMath.exp(tail - shift)
-            for lane in 0..<(count - full) { sum += e[lane] }
-        }
-        return logf(sum) + largest
+    }
+
+    /// Writes the same `row` (length `width`) into each of `rows` rows of `matrix`: seeds a GEMM with its bias, so the
+    /// GEMM adds into it (beta = 1) instead of OpenBLAS clearing C first (a memset pass) and a second pass adding the bias.
+    @inline(__always)
+    public static func fillRows(_ matrix: UnsafeMutablePointer<Float>, with row: UnsafePointer<Float>, rows: Int, width: Int) {
+        for r in 0..<rows { (matrix + r * width).update(from: row, count: width) }
     }
 
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.
@@ -174,10 +206,7 @@ public enum Kernels {
     /// row[c] += Σ_r matrix[r, c] (bias gradients).
     @inline(__always)
     public static func sumRows(_ matrix: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        for r in 0..<rows {
-            let m = matrix + r * width
-            for c in 0..<width { row[c] += m[c] }
-        }
+        lockstep_sum_rows(matrix, row, rows, width)
     }
 
     /// FNV-1a's xor-and-multiply over 8-byte words instead of bytes (a tail of fewer than 8 bytes byte by byte):

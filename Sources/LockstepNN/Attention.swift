@@ -78,9 +78,10 @@ public final class MultiHeadSelfAttention: Layer {
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context layerContext: LayerContext) {
         let d = dimensions, t = time, dh = headDimensions, rows = batch * time
         let scale = 1 / Float(dh).squareRoot()
-        // qkv [rows, 3D] = x [rows, D] · weight_qkvᵀ + bias
-        BLAS.gemm(transposeB: true, m: rows, n: 3 * d, k: d, a: input, lda: d, b: weightQKV, ldb: d, c: qkv.pointer, ldc: 3 * d)
-        Kernels.addRow(biasQKV, to: qkv.pointer, rows: rows, width: 3 * d)
+        // qkv [rows, 3D] = bias + x [rows, D] · weight_qkvᵀ (the GEMM adds into the bias rows)
+        Kernels.fillRows(qkv.pointer, with: biasQKV, rows: rows, width: 3 * d)
+        BLAS.gemm(transposeB: true, m: rows, n: 3 * d, k: d, a: input, lda: d, b: weightQKV, ldb: d,
+                  beta: 1, c: qkv.pointer, ldc: 3 * d)
         for b in 0..<batch {
             let base = qkv.pointer + b * t * 3 * d
             for head in 0..<heads {
@@ -88,21 +89,17 @@ public final class MultiHeadSelfAttention: Layer {
                 let p = probabilities.pointer + (b * heads + head) * t * t
                 // scores [T, T] = Q · Kᵀ / √d_head
                 BLAS.gemm(transposeB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
-                for i in 0..<t {
-                    let row = p + i * t
-                    let visible = causal ? i + 1 : t
-                    Kernels.softmax(row, into: row, count: visible)
-                    // Masked weights are exactly zero, so the GEMMs below ignore future steps.
-                    for j in visible..<t { row[j] = 0 }
-                }
+                // Masked weights are exactly zero, so the GEMMs below ignore future steps.
+                for i in 0..<t { Kernels.maskedSoftmax(p + i * t, into: p + i * t, count: t, visible: causal ? i + 1 : t) }
                 // context[:, head] [T, d_head] = P [T, T] · V [T, d_head]
                 BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d,
                           c: context.pointer + b * t * d + head * dh, ldc: d)
             }
         }
-        // output [rows, D] = context · weight_outᵀ + bias
-        BLAS.gemm(transposeB: true, m: rows, n: d, k: d, a: context.pointer, lda: d, b: weightOut, ldb: d, c: output, ldc: d)
-        Kernels.addRow(biasOut, to: output, rows: rows, width: d)
+        // output [rows, D] = bias + context · weight_outᵀ
+        Kernels.fillRows(output, with: biasOut, rows: rows, width: d)
+        BLAS.gemm(transposeB: true, m: rows, n: d, k: d, a: context.pointer, lda: d, b: weightOut, ldb: d,
+                  beta: 1, c: output, ldc: d)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
@@ -126,12 +123,9 @@ public final class MultiHeadSelfAttention: Layer {
                 // dV [T, d_head] = Pᵀ · dcontext
                 BLAS.gemm(transposeA: true, m: t, n: dh, k: t, a: p, lda: t, b: dContext, ldb: d,
                           c: dBase + 2 * d + head * dh, ldc: 3 * d)
-                // Softmax backward per row: dS = P ⊙ (dP − ⟨dP, P⟩); masked entries have P = 0 and stay 0.
+                // Softmax backward per row: dS = P ⊙ (dP − ⟨dP, P⟩); masked entries have P = 0, so dS = 0 there.
                 for i in 0..<t {
-                    let row = p + i * t, g = dS + i * t
-                    var dot: Float = 0
-                    for j in 0..<t { dot += row[j] * g[j] }
-                    for j in 0..<t { g[j] = row[j] * (g[j] - dot) }
+                    Kernels.softmaxBackward(probabilities: p + i * t, gradient: dS + i * t, count: t, visible: causal ? i + 1 : t)
                 }
                 // dQ = dS · K / √d_head, dK = dSᵀ · Q / √d_head
                 BLAS.gemm(m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: k, ldb: 3 * d, c: dBase + head * dh, ldc: 3 * d)

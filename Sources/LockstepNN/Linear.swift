@@ -46,10 +46,11 @@ public final class Linear: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
-        // output[batch, out] = input[batch, in] · weightᵀ[in, out]
+        // output[batch, out] = bias + input[batch, in] · weightᵀ[in, out]; the GEMM adds into the bias rows (beta = 1).
+        if let bias { Kernels.fillRows(output, with: bias, rows: batch, width: outputDimensions) }
         BLAS.gemm(transposeB: true, m: batch, n: outputDimensions, k: inputDimensions,
-                  a: input, lda: inputDimensions, b: weight, ldb: inputDimensions, c: output, ldc: outputDimensions)
-        if let bias { Kernels.addRow(bias, to: output, rows: batch, width: outputDimensions) }
+                  a: input, lda: inputDimensions, b: weight, ldb: inputDimensions,
+                  beta: bias == nil ? 0 : 1, c: output, ldc: outputDimensions)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,

@@ -250,46 +250,18 @@ public final class LayerNorm: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
-        let n = features
-        for row in 0..<(batch * rowsPerSample) {
-            let x = input + row * n, y = output + row * n
-            var sum: Float = 0
-            for j in 0..<n { sum += x[j] }
-            let mean = sum / Float(n)
-            var squares: Float = 0
-            for j in 0..<n { let d = x[j] - mean; squares += d * d }
-            // Two passes (mean, then squared deviations): no cancellation when |mean| ≫ std.
-            let inverse = 1 / (squares / Float(n) + epsilon).squareRoot()
-            means.pointer[row] = mean
-            inverseDeviations.pointer[row] = inverse
-            for j in 0..<n { y[j] = (x[j] - mean) * inverse * weight[j] + bias[j] }
-        }
+        // Two passes per row (mean, then squared deviations): no cancellation when |mean| ≫ std.
+        Kernels.layerNormForward(input, into: output, weight: weight, bias: bias, means: means.pointer,
+                                 inverseDeviations: inverseDeviations.pointer, rows: batch * rowsPerSample, width: features,
+                                 epsilon: epsilon)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                          inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
-        let n = features
-        for row in 0..<(batch * rowsPerSample) {
-            let x = input + row * n, dy = outputGradient + row * n
-            let mean = means.pointer[row], inverse = inverseDeviations.pointer[row]
-            // dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = dy · γ.
-            var meanGradient: Float = 0, meanProjection: Float = 0
-            for j in 0..<n {
-                let normalized = (x[j] - mean) * inverse
-                weightGradient[j] += dy[j] * normalized
-                biasGradient[j] += dy[j]
-                let g = dy[j] * weight[j]
-                meanGradient += g
-                meanProjection += g * normalized
-            }
-            guard let inputGradient else { continue }
-            meanGradient /= Float(n); meanProjection /= Float(n)
-            let dx = inputGradient + row * n
-            for j in 0..<n {
-                let normalized = (x[j] - mean) * inverse
-                dx[j] = inverse * (dy[j] * weight[j] - meanGradient - normalized * meanProjection)
-            }
-        }
+        // dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = dy · γ.
+        Kernels.layerNormBackward(input, outputGradient: outputGradient, inputGradient: inputGradient, weight: weight,
+                                  weightGradient: weightGradient, biasGradient: biasGradient, means: means.pointer,
+                                  inverseDeviations: inverseDeviations.pointer, rows: batch * rowsPerSample, width: features)
     }
 }
 
@@ -303,8 +275,6 @@ public final class GELU: Layer {
     public func outputShape(inputShape: [Int]) throws -> [Int] { inputShape }
     public func plan(batchSize: Int, inputShape: [Int]) { width = inputShape.reduce(1, *) }
 
-    private static let c: Float = 0.797_884_56  // √(2/π)
-
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
         GELU.forward(input, output, count: batch * width)
     }
@@ -315,59 +285,18 @@ public final class GELU: Layer {
         GELU.backward(input, outputGradient, inputGradient, count: batch * width)
     }
 
-    /// y = gelu(x) elementwise (shared with the Transformer block), 4 lanes at a time. 0.5·(1 + tanh(u)) is the
-    /// logistic σ(2u), so y = x / (1 + e^(−2u)): one exp and one division per element, no tanh. With `gates`, σ(2u) is
-    /// kept there for `backward`, which then needs no exp.
+    /// y = gelu(x) elementwise (shared with the Transformer block). 0.5·(1 + tanh(u)) is the logistic σ(2u), so
+    /// y = x / (1 + e^(−2u)): one exp and one division per element, no tanh (CKernels, 16 lanes). With `gates`, σ(2u)
+    /// is kept there for `backward`, which then needs no exp.
     static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, gates: UnsafeMutablePointer<Float>? = nil,
                         count: Int) {
-        var i = 0
-        while i + 4 <= count {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
-            let s = gate(v)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v * s, as: SIMD4<Float>.self)
-            if let gates { UnsafeMutableRawPointer(gates + i).storeBytes(of: s, as: SIMD4<Float>.self) }
-            i += 4
-        }
-        // The tail through the same lanes (zero-padded), so every element gets the same arithmetic.
-        if i < count {
-            var v = SIMD4<Float>(repeating: 0)
-            for lane in 0..<(count - i) { v[lane] = x[i + lane] }
-            let s = gate(v)
-            for lane in 0..<(count - i) { y[i + lane] = v[lane] * s[lane]; gates?[i + lane] = s[lane] }
-        }
+        Kernels.geluForward(x, into: y, gates: gates, count: count)
     }
 
     /// dx = dy · gelu'(x) elementwise; `dx` may be `dy`. With s = σ(2u): gelu'(x) = s + 2·x·s·(1 − s)·u'(x); s comes
     /// from `gates` (written by `forward`) when given, else it is recomputed.
     static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
                          gates: UnsafePointer<Float>? = nil, count: Int) {
-        @inline(__always) func derivative(_ v: SIMD4<Float>, _ s: SIMD4<Float>) -> SIMD4<Float> {
-            let slope: SIMD4<Float> = c * (1 + 3 * 0.044715 * v * v)
-            let spread: SIMD4<Float> = 2 * v * s * (1 - s)
-            return s + spread * slope
-        }
-        var i = 0
-        while i + 4 <= count {
-            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
-            let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
-            let s = gates.map { UnsafeRawPointer($0 + i).loadUnaligned(as: SIMD4<Float>.self) } ?? gate(v)
-            UnsafeMutableRawPointer(dx + i).storeBytes(of: g * derivative(v, s), as: SIMD4<Float>.self)
-            i += 4
-        }
-        if i < count {
-            var v = SIMD4<Float>(repeating: 0)
-            for lane in 0..<(count - i) { v[lane] = x[i + lane] }
-            var s = gate(v)
-            if let gates { for lane in 0..<(count - i) { s[lane] = gates[i + lane] } }
-            let d = derivative(v, s)
-            for lane in 0..<(count - i) { dx[i + lane] = dy[i + lane] * d[lane] }
-        }
-    }
-
-    /// σ(2u) = 0.5·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³).
-    @inline(__always)
-    private static func gate(_ v: SIMD4<Float>) -> SIMD4<Float> {
-        let u: SIMD4<Float> = c * (v + 0.044715 * v * v * v)
-        return 1 / (1 + FastMath.exp(-2 * u))
+        Kernels.geluBackward(x, outputGradient: dy, into: dx, gates: gates, count: count)
     }
 }

@@ -1,0 +1,57 @@
+#ifndef LOCKSTEP_KERNELS_H
+#define LOCKSTEP_KERNELS_H
+#include <stddef.h>
+
+/// Elementwise kernels compiled three times (x86-64 baseline SSE2, AVX2, AVX-512F) and picked by the CPU at load time.
+/// Swift compiles for the x86-64 baseline (4-float SSE lanes) and cannot target one function at a wider ISA; these
+/// run 16 floats per step on every ISA, with floating-point contraction off, so every variant returns the same bits.
+
+/// The kernel variants, widest last.
+typedef enum lockstep_kernels_isa {
+    LOCKSTEP_KERNELS_BASELINE = 0,
+    LOCKSTEP_KERNELS_AVX2 = 1,
+    LOCKSTEP_KERNELS_AVX512 = 2,
+} lockstep_kernels_isa;
+
+/// The variant in use (the widest the CPU supports, unless LOCKSTEP_KERNELS=baseline|avx2|avx512 narrows it).
+lockstep_kernels_isa lockstep_kernels_active(void);
+
+/// Switches to `isa`; returns 0 if this CPU cannot run it (nothing changes then), 1 otherwise. For tests.
+int lockstep_kernels_select(lockstep_kernels_isa isa);
+
+/// y = e^x per element (relative error < 3e-7 on [-87, 88], clamped outside).
+void lockstep_exp(const float *x, float *y, size_t count);
+
+/// y = gelu(x) (tanh form, as x·σ(2u)); with `gates` non-null, σ(2u) is stored there for the backward pass.
+void lockstep_gelu_forward(const float *x, float *y, float *gates, size_t count);
+
+/// dx = dy · gelu'(x); `dx` may be `dy`; σ(2u) is read from `gates` when non-null, else recomputed.
+void lockstep_gelu_backward(const float *x, const float *dy, float *dx, const float *gates, size_t count);
+
+/// y = softmax(x) over `count` > 0 values (max-shifted); `y` may be `x`.
+void lockstep_softmax(const float *x, float *y, size_t count);
+
+/// log Σ e^x over `count` > 0 values, max-shifted.
+float lockstep_log_sum_exp(const float *x, size_t count);
+
+/// Softmax of x[0..<visible] into y, with y[visible..<count] = 0 (a causal attention row); `y` may be `x`.
+void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visible);
+
+/// Softmax backward in place: g = p ⊙ (g − ⟨g, p⟩) over g[0..<visible], g[visible..<count] = 0.
+void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible);
+
+/// row[c] += Σ_r matrix[r, c] over a row-major rows × width matrix (bias gradients).
+void lockstep_sum_rows(const float *matrix, float *row, size_t rows, size_t width);
+
+/// Layer normalization over each of `rows` rows of `width` values: y = (x − mean)·invstd·weight + bias; each row's
+/// mean and invstd = 1/√(var + epsilon) are stored for the backward pass.
+void lockstep_layer_norm_forward(const float *input, float *output, const float *weight, const float *bias, float *means,
+                                 float *inverse_deviations, size_t rows, size_t width, float epsilon);
+
+/// Layer normalization backward: weight_gradient and bias_gradient accumulate; `input_gradient` (may be null) is
+/// written.
+void lockstep_layer_norm_backward(const float *input, const float *output_gradient, float *input_gradient,
+                                  const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
+                                  const float *inverse_deviations, size_t rows, size_t width);
+
+#endif

@@ -1,0 +1,410 @@
+// Elementwise kernels in 16-float vectors, compiled for three ISAs and dispatched once at load time.
+//
+// Every variant executes the same IEEE operations in the same order (contraction into FMA is off and there is no
+// reciprocal approximation), so results are bit-identical whichever the CPU picks: ranks on different x86 CPUs stay
+// in agreement, and deterministic runs do not depend on the ISA. Reductions keep 16 partial sums on every ISA.
+#include "lockstep_kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma clang fp contract(off)
+// The 16-float helpers below are always inlined, so no vector ever crosses a call boundary: the ABI note is moot.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+typedef float v16f __attribute__((ext_vector_type(16)));
+typedef int v16i __attribute__((ext_vector_type(16)));
+#define LANES 16
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v16f splat(float value) { return (v16f)value; }
+INLINE v16f load(const float *p) { v16f v; __builtin_memcpy(&v, p, sizeof v); return v; }
+INLINE void store(float *p, v16f v) { __builtin_memcpy(p, &v, sizeof v); }
+/// The first `count` (< 16) floats from p, the other lanes `pad`.
+INLINE v16f load_partial(const float *p, size_t count, float pad) {
+    float lanes[LANES];
+    for (int i = 0; i < LANES; i++) lanes[i] = pad;
+    __builtin_memcpy(lanes, p, count * sizeof(float));
+    return load(lanes);
+}
+INLINE void store_partial(float *p, v16f v, size_t count) {
+    float lanes[LANES];
+    store(lanes, v);
+    __builtin_memcpy(p, lanes, count * sizeof(float));
+}
+/// Lanes where `mask` is set take `a`, the others `b`.
+INLINE v16f blend(v16i mask, v16f a, v16f b) { return (v16f)((mask & (v16i)a) | (~mask & (v16i)b)); }
+INLINE v16f limit(v16f x, float lower, float upper) {
+    x = blend(x < splat(lower), splat(lower), x);
+    return blend(x > splat(upper), splat(upper), x);
+}
+/// Fixed left-to-right order, the same on every ISA.
+INLINE float horizontal_sum(v16f v) {
+    float sum = v[0];
+    for (int i = 1; i < LANES; i++) sum += v[i];
+    return sum;
+}
+
+/// e^x: n = round(x/ln 2) by the 1.5·2²³ trick, r = x − n·ln 2 in two parts, e^r by its degree-6 Taylor polynomial
+/// (truncation < 1.2e-7·e^r on |r| ≤ 0.347), times 2ⁿ built from n's bits. The same operations as FastMath.exp.
+INLINE v16f vexp(v16f x) {
+    const v16f shifter = splat(12582912.0f);
+    v16f clamped = limit(x, -87.0f, 88.0f);
+    v16f shifted = clamped * 1.44269504f + shifter;
+    v16f n = shifted - shifter;
+    v16f r = (clamped - n * 0.69314575f) - n * 1.4286068e-6f;
+    v16f p = splat(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    v16i integer = (v16i)shifted - (v16i)shifter;
+    v16f scale = (v16f)((integer + 127) << 23);
+    return p * scale;
+}
+
+static const float gelu_c = 0.79788456f;  // √(2/π)
+
+/// σ(2u) = 0.5·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³).
+INLINE v16f gelu_gate(v16f v) {
+    v16f u = gelu_c * (v + 0.044715f * v * v * v);
+    return 1.0f / (1.0f + vexp(-2.0f * u));
+}
+
+/// gelu'(x) = s + 2·x·s·(1 − s)·u'(x).
+INLINE v16f gelu_derivative(v16f v, v16f s) {
+    v16f slope = gelu_c * (1.0f + 3.0f * 0.044715f * v * v);
+    v16f spread = 2.0f * v * s * (1.0f - s);
+    return s + spread * slope;
+}
+
+INLINE void exp_body(const float *x, float *y, size_t count) {
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) store(y + i, vexp(load(x + i)));
+    if (i < count) store_partial(y + i, vexp(load_partial(x + i, count - i, 0)), count - i);
+}
+
+INLINE void gelu_forward_body(const float *x, float *y, float *gates, size_t count) {
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) {
+        v16f v = load(x + i), s = gelu_gate(v);
+        store(y + i, v * s);
+        if (gates) store(gates + i, s);
+    }
+    if (i < count) {
+        v16f v = load_partial(x + i, count - i, 0), s = gelu_gate(v);
+        store_partial(y + i, v * s, count - i);
+        if (gates) store_partial(gates + i, s, count - i);
+    }
+}
+
+INLINE void gelu_backward_body(const float *x, const float *dy, float *dx, const float *gates, size_t count) {
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) {
+        v16f v = load(x + i);
+        v16f s = gates ? load(gates + i) : gelu_gate(v);
+        store(dx + i, load(dy + i) * gelu_derivative(v, s));
+    }
+    if (i < count) {
+        size_t rest = count - i;
+        v16f v = load_partial(x + i, rest, 0);
+        v16f s = gates ? load_partial(gates + i, rest, 0) : gelu_gate(v);
+        store_partial(dx + i, load_partial(dy + i, rest, 0) * gelu_derivative(v, s), rest);
+    }
+}
+
+INLINE float maximum(const float *x, size_t count) {
+    size_t i = 0;
+    v16f maxima = splat(x[0]);
+    for (; i + LANES <= count; i += LANES) { v16f v = load(x + i); maxima = blend(v > maxima, v, maxima); }
+    if (i < count) { v16f v = load_partial(x + i, count - i, x[0]); maxima = blend(v > maxima, v, maxima); }
+    float result = maxima[0];
+    for (int lane = 1; lane < LANES; lane++) if (maxima[lane] > result) result = maxima[lane];
+    return result;
+}
+
+/// Σ e^(x − shift) over `count` values, each stored to `y` when it is non-null.
+INLINE float shifted_exp_sum(const float *x, float *y, size_t count, float shift) {
+    v16f sums = splat(0);
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) {
+        v16f e = vexp(load(x + i) - shift);
+        if (y) store(y + i, e);
+        sums += e;
+    }
+    if (i < count) {
+        size_t rest = count - i;
+        // Padding lanes get x = shift; their e^0 is dropped before the sum.
+        v16f e = vexp(load_partial(x + i, rest, shift) - shift);
+        if (y) store_partial(y + i, e, rest);
+        v16i lane = (v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        sums += blend(lane < (int)rest, e, splat(0));
+    }
+    return horizontal_sum(sums);
+}
+
+INLINE void softmax_body(const float *x, float *y, size_t count) {
+    float sum = shifted_exp_sum(x, y, count, maximum(x, count));
+    v16f inverse = splat(1.0f / sum);
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) store(y + i, load(y + i) * inverse);
+    if (i < count) store_partial(y + i, load_partial(y + i, count - i, 0) * inverse, count - i);
+}
+
+/// Lanes 0..<16 as ints, for masks by position.
+INLINE v16i lane_index(void) { return (v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+
+/// Softmax over x[0..<visible], zeros in y[visible..<count]: a causal attention row. Whole 16-float vectors of the
+/// `count`-long row are read and masked by position, so rows of every visible length avoid partial loads.
+INLINE void masked_softmax_body(const float *x, float *y, size_t count, size_t visible) {
+    size_t full = count & ~(size_t)(LANES - 1), used = (visible + LANES - 1) & ~(size_t)(LANES - 1);
+    if (used > full) { softmax_body(x, y, visible); for (size_t j = visible; j < count; j++) y[j] = 0; return; }
+    v16f maxima = splat(x[0]);
+    for (size_t i = 0; i < used; i += LANES) {
+        v16i inside = lane_index() + (int)i < (int)visible;
+        v16f v = blend(inside, load(x + i), splat(x[0]));
+        maxima = blend(v > maxima, v, maxima);
+    }
+    float shift = maxima[0];
+    for (int lane = 1; lane < LANES; lane++) if (maxima[lane] > shift) shift = maxima[lane];
+    v16f sums = splat(0);
+    for (size_t i = 0; i < used; i += LANES) {
+        v16i inside = lane_index() + (int)i < (int)visible;
+        v16f e = blend(inside, vexp(blend(inside, load(x + i), splat(shift)) - shift), splat(0));
+        store(y + i, e);
+        sums += e;
+    }
+    v16f inverse = splat(1.0f / horizontal_sum(sums));
+    for (size_t i = 0; i < used; i += LANES) store(y + i, load(y + i) * inverse);
+    for (size_t i = used; i < full; i += LANES) store(y + i, splat(0));
+    for (size_t j = full; j < count; j++) y[j] = 0;
+}
+
+/// Softmax backward in place over a row: g = p ⊙ (g − ⟨g, p⟩), over the first `visible` values (the rest of p is 0,
+/// so g becomes 0 there).
+INLINE void softmax_backward_body(const float *p, float *g, size_t count, size_t visible) {
+    size_t full = count & ~(size_t)(LANES - 1), used = (visible + LANES - 1) & ~(size_t)(LANES - 1);
+    float dot;
+    if (used > full) {
+        dot = 0;
+        for (size_t j = 0; j < visible; j++) dot += p[j] * g[j];
+        for (size_t j = 0; j < visible; j++) g[j] = p[j] * (g[j] - dot);
+        for (size_t j = visible; j < count; j++) g[j] = 0;
+        return;
+    }
+    v16f sums = splat(0);
+    for (size_t i = 0; i < used; i += LANES) {
+        v16i inside = lane_index() + (int)i < (int)visible;
+        sums += blend(inside, load(p + i) * load(g + i), splat(0));
+    }
+    v16f d = splat(horizontal_sum(sums));
+    for (size_t i = 0; i < used; i += LANES) {
+        v16i inside = lane_index() + (int)i < (int)visible;
+        store(g + i, blend(inside, load(p + i) * (load(g + i) - d), splat(0)));
+    }
+    for (size_t i = used; i < full; i += LANES) store(g + i, splat(0));
+    for (size_t j = full; j < count; j++) g[j] = 0;
+}
+
+INLINE float log_sum_exp_body(const float *x, size_t count) {
+    float largest = maximum(x, count);
+    return logf(shifted_exp_sum(x, NULL, count, largest)) + largest;
+}
+
+/// row[c] += Σ_r matrix[r, c], row by row (each column's order is the plain loop's).
+INLINE void sum_rows_body(const float *matrix, float *row, size_t rows, size_t width) {
+    size_t full = width & ~(size_t)(LANES - 1);
+    for (size_t r = 0; r < rows; r++) {
+        const float *m = matrix + r * width;
+        for (size_t c = 0; c < full; c += LANES) store(row + c, load(row + c) + load(m + c));
+        for (size_t c = full; c < width; c++) row[c] += m[c];
+    }
+}
+
+/// Σ x over `width` values, in 16 partial sums then left to right (zero-padded tail).
+INLINE float row_sum(const float *x, size_t width) {
+    v16f sums = splat(0);
+    size_t i = 0;
+    for (; i + LANES <= width; i += LANES) sums += load(x + i);
+    if (i < width) sums += load_partial(x + i, width - i, 0);
+    return horizontal_sum(sums);
+}
+
+/// Layer normalization of `rows` rows of `width` values: y = (x − mean)·invstd·weight + bias, two passes (mean, then
+/// squared deviations) so there is no cancellation when |mean| ≫ std. Stores each row's mean and invstd.
+INLINE void layer_norm_forward_body(const float *input, float *output, const float *weight, const float *bias,
+                                    float *means, float *inverse_deviations, size_t rows, size_t width, float epsilon) {
+    for (size_t row = 0; row < rows; row++) {
+        const float *x = input + row * width;
+        float *y = output + row * width;
+        float mean = row_sum(x, width) / (float)width;
+        v16f squares = splat(0);
+        size_t i = 0;
+        for (; i + LANES <= width; i += LANES) { v16f d = load(x + i) - mean; squares += d * d; }
+        if (i < width) {
+            v16i inside = lane_index() < (int)(width - i);
+            v16f d = blend(inside, load_partial(x + i, width - i, 0) - mean, splat(0));
+            squares += d * d;
+        }
+        float inverse = 1.0f / sqrtf(horizontal_sum(squares) / (float)width + epsilon);
+        means[row] = mean;
+        inverse_deviations[row] = inverse;
+        for (i = 0; i + LANES <= width; i += LANES)
+            store(y + i, (load(x + i) - mean) * inverse * load(weight + i) + load(bias + i));
+        if (i < width) {
+            size_t rest = width - i;
+            store_partial(y + i, (load_partial(x + i, rest, 0) - mean) * inverse * load_partial(weight + i, rest, 0)
+                                     + load_partial(bias + i, rest, 0), rest);
+        }
+    }
+}
+
+/// Its backward: weight and bias gradients accumulate; with `input_gradient` non-null,
+/// dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = dy · weight.
+INLINE void layer_norm_backward_body(const float *input, const float *output_gradient, float *input_gradient,
+                                     const float *weight, float *weight_gradient, float *bias_gradient,
+                                     const float *means, const float *inverse_deviations, size_t rows, size_t width) {
+    size_t full = width & ~(size_t)(LANES - 1);
+    for (size_t row = 0; row < rows; row++) {
+        const float *x = input + row * width, *dy = output_gradient + row * width;
+        float mean = means[row], inverse = inverse_deviations[row];
+        v16f gradient_sums = splat(0), projection_sums = splat(0);
+        for (size_t i = 0; i < full; i += LANES) {
+            v16f normalized = (load(x + i) - mean) * inverse, g = load(dy + i);
+            store(weight_gradient + i, load(weight_gradient + i) + g * normalized);
+            store(bias_gradient + i, load(bias_gradient + i) + g);
+            v16f scaled = g * load(weight + i);
+            gradient_sums += scaled;
+            projection_sums += scaled * normalized;
+        }
+        float mean_gradient = horizontal_sum(gradient_sums), mean_projection = horizontal_sum(projection_sums);
+        for (size_t j = full; j < width; j++) {
+            float normalized = (x[j] - mean) * inverse;
+            weight_gradient[j] += dy[j] * normalized;
+            bias_gradient[j] += dy[j];
+            float scaled = dy[j] * weight[j];
+            mean_gradient += scaled;
+            mean_projection += scaled * normalized;
+        }
+        if (!input_gradient) continue;
+        mean_gradient /= (float)width;
+        mean_projection /= (float)width;
+        float *dx = input_gradient + row * width;
+        for (size_t i = 0; i < full; i += LANES) {
+            v16f normalized = (load(x + i) - mean) * inverse;
+            store(dx + i, inverse * (load(dy + i) * load(weight + i) - mean_gradient - normalized * mean_projection));
+        }
+        for (size_t j = full; j < width; j++) {
+            float normalized = (x[j] - mean) * inverse;
+            dx[j] = inverse * (dy[j] * weight[j] - mean_gradient - normalized * mean_projection);
+        }
+    }
+}
+
+// Each kernel three times: the bodies above inline into functions compiled for each ISA.
+#define VARIANTS(return_type, name, parameters, arguments)                                                      \
+    __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
+    __attribute__((target("avx2"))) static return_type name##_avx2 parameters { return name##_body arguments; }     \
+    static return_type name##_baseline parameters { return name##_body arguments; }
+
+VARIANTS(void, exp, (const float *x, float *y, size_t count), (x, y, count))
+VARIANTS(void, gelu_forward, (const float *x, float *y, float *gates, size_t count), (x, y, gates, count))
+VARIANTS(void, gelu_backward, (const float *x, const float *dy, float *dx, const float *gates, size_t count),
+         (x, dy, dx, gates, count))
+VARIANTS(void, softmax, (const float *x, float *y, size_t count), (x, y, count))
+VARIANTS(float, log_sum_exp, (const float *x, size_t count), (x, count))
+VARIANTS(void, masked_softmax, (const float *x, float *y, size_t count, size_t visible), (x, y, count, visible))
+VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
+VARIANTS(void, layer_norm_forward,
+         (const float *input, float *output, const float *weight, const float *bias, float *means,
+          float *inverse_deviations, size_t rows, size_t width, float epsilon),
+         (input, output, weight, bias, means, inverse_deviations, rows, width, epsilon))
+VARIANTS(void, layer_norm_backward,
+         (const float *input, const float *output_gradient, float *input_gradient, const float *weight,
+          float *weight_gradient, float *bias_gradient, const float *means, const float *inverse_deviations,
+          size_t rows, size_t width),
+         (input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means, inverse_deviations,
+          rows, width))
+VARIANTS(void, softmax_backward, (const float *p, float *g, size_t count, size_t visible), (p, g, count, visible))
+
+typedef struct kernel_table {
+    void (*exp)(const float *, float *, size_t);
+    void (*gelu_forward)(const float *, float *, float *, size_t);
+    void (*gelu_backward)(const float *, const float *, float *, const float *, size_t);
+    void (*softmax)(const float *, float *, size_t);
+    float (*log_sum_exp)(const float *, size_t);
+    void (*masked_softmax)(const float *, float *, size_t, size_t);
+    void (*softmax_backward)(const float *, float *, size_t, size_t);
+    void (*sum_rows)(const float *, float *, size_t, size_t);
+    void (*layer_norm_forward)(const float *, float *, const float *, const float *, float *, float *, size_t, size_t,
+                               float);
+    void (*layer_norm_backward)(const float *, const float *, float *, const float *, float *, float *, const float *,
+                                const float *, size_t, size_t);
+} kernel_table;
+
+#define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
+                        masked_softmax_##suffix, softmax_backward_##suffix, \
+                        sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix }
+static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
+
+static lockstep_kernels_isa active = LOCKSTEP_KERNELS_BASELINE;
+static kernel_table kernels = TABLE(baseline);
+
+static int supported(lockstep_kernels_isa isa) {
+    __builtin_cpu_init();
+    switch (isa) {
+    case LOCKSTEP_KERNELS_BASELINE: return 1;
+    case LOCKSTEP_KERNELS_AVX2: return __builtin_cpu_supports("avx2");
+    case LOCKSTEP_KERNELS_AVX512: return __builtin_cpu_supports("avx512f");
+    }
+    return 0;
+}
+
+int lockstep_kernels_select(lockstep_kernels_isa isa) {
+    if (isa < LOCKSTEP_KERNELS_BASELINE || isa > LOCKSTEP_KERNELS_AVX512 || !supported(isa)) return 0;
+    active = isa;
+    kernels = tables[isa];
+    return 1;
+}
+
+lockstep_kernels_isa lockstep_kernels_active(void) { return active; }
+
+// Runs before main (and before any Swift code), so the table is never written while kernels run.
+__attribute__((constructor)) static void choose_kernels(void) {
+    lockstep_kernels_isa widest = supported(LOCKSTEP_KERNELS_AVX512) ? LOCKSTEP_KERNELS_AVX512
+                                : supported(LOCKSTEP_KERNELS_AVX2)   ? LOCKSTEP_KERNELS_AVX2
+                                                                     : LOCKSTEP_KERNELS_BASELINE;
+    const char *requested = getenv("LOCKSTEP_KERNELS");
+    if (requested && strcmp(requested, "baseline") == 0 && widest >= LOCKSTEP_KERNELS_BASELINE) widest = LOCKSTEP_KERNELS_BASELINE;
+    else if (requested && strcmp(requested, "avx2") == 0 && widest >= LOCKSTEP_KERNELS_AVX2) widest = LOCKSTEP_KERNELS_AVX2;
+    lockstep_kernels_select(widest);
+}
+
+void lockstep_exp(const float *x, float *y, size_t count) { kernels.exp(x, y, count); }
+void lockstep_gelu_forward(const float *x, float *y, float *gates, size_t count) { kernels.gelu_forward(x, y, gates, count); }
+void lockstep_gelu_backward(const float *x, const float *dy, float *dx, const float *gates, size_t count) {
+    kernels.gelu_backward(x, dy, dx, gates, count);
+}
+void lockstep_softmax(const float *x, float *y, size_t count) { kernels.softmax(x, y, count); }
+float lockstep_log_sum_exp(const float *x, size_t count) { return kernels.log_sum_exp(x, count); }
+void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visible) {
+    kernels.masked_softmax(x, y, count, visible);
+}
+void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible) {
+    kernels.softmax_backward(p, g, count, visible);
+}
+void lockstep_sum_rows(const float *matrix, float *row, size_t rows, size_t width) {
+    kernels.sum_rows(matrix, row, rows, width);
+}
+void lockstep_layer_norm_forward(const float *input, float *output, const float *weight, const float *bias, float *means,
+                                 float *inverse_deviations, size_t rows, size_t width, float epsilon) {
+    kernels.layer_norm_forward(input, output, weight, bias, means, inverse_deviations, rows, width, epsilon);
+}
+void lockstep_layer_norm_backward(const float *input, const float *output_gradient, float *input_gradient,
+                                  const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
+                                  const float *inverse_deviations, size_t rows, size_t width) {
+    kernels.layer_norm_backward(input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means,
+                                inverse_deviations, rows, width);
+}

@@ -1,0 +1,131 @@
+import CKernels
+import Foundation
+import LockstepCore
+import XCTest
+
+/// The C kernels compiled per ISA (CKernels): every variant this CPU runs gives the same bits, and each kernel
+/// computes what its Swift or Double reference says.
+final class VectorKernelTests: XCTestCase {
+    private let lengths = [1, 2, 15, 16, 17, 31, 32, 33, 64, 70, 114, 1000]
+
+    private func randomRow(_ count: Int, in range: ClosedRange<Float>, seed: UInt64) -> [Float] {
+        var rng = SplitMix(seed: seed)
+        return (0..<count).map { _ in Float.random(in: range, using: &rng) }
+    }
+
+    /// Every kernel's output on fixed inputs, flattened to bit patterns.
+    private func allOutputs() -> [UInt32] {
+        var bits: [UInt32] = []
+        func keep(_ values: [Float]) { bits += values.map(\.bitPattern) }
+        for (index, count) in lengths.enumerated() {
+            let x = randomRow(count, in: -12...12, seed: UInt64(index)), dy = randomRow(count, in: -1...1, seed: UInt64(index + 100))
+            var y = [Float](repeating: 0, count: count), gates = y, dx = y
+            lockstep_exp(x, &y, count); keep(y)
+            lockstep_gelu_forward(x, &y, &gates, count); keep(y); keep(gates)
+            lockstep_gelu_backward(x, dy, &dx, gates, count); keep(dx)
+            lockstep_gelu_backward(x, dy, &dx, nil, count); keep(dx)
+            lockstep_softmax(x, &y, count); keep(y)
+            keep([lockstep_log_sum_exp(x, count)])
+            for visible in Set([1, count / 2 + 1, count]).sorted() {
+                lockstep_masked_softmax(x, &y, count, visible); keep(y)
+                var g = dy
+                lockstep_softmax_backward(y, &g, count, visible); keep(g)
+            }
+            var sums = randomRow(count, in: -1...1, seed: 7)
+            lockstep_sum_rows(x + dy + x, &sums, 3, count); keep(sums)
+            var means = [Float](repeating: 0, count: 3), inverses = means
+            let weight = randomRow(count, in: 0.5...1.5, seed: 8), bias = randomRow(count, in: -1...1, seed: 9)
+            var normalized = [Float](repeating: 0, count: 3 * count)
+            lockstep_layer_norm_forward(x + dy + x, &normalized, weight, bias, &means, &inverses, 3, count, 1e-5)
+            keep(normalized); keep(means); keep(inverses)
+            var weightGradient = [Float](repeating: 0, count: count), biasGradient = weightGradient
+            var inputGradient = [Float](repeating: 0, count: 3 * count)
+            lockstep_layer_norm_backward(x + dy + x, dy + x + dy, &inputGradient, weight, &weightGradient, &biasGradient,
+                                         means, inverses, 3, count)
+            keep(inputGradient); keep(weightGradient); keep(biasGradient)
+        }
+        return bits
+    }
+
+    func testEveryISAThisCPURunsGivesTheSameBits() throws {
+        let chosen = lockstep_kernels_active()
+        defer { _ = lockstep_kernels_select(chosen) }
+        XCTAssertEqual(lockstep_kernels_select(LOCKSTEP_KERNELS_BASELINE), 1)
+        let reference = allOutputs()
+        var compared = 0
+        for isa in [LOCKSTEP_KERNELS_AVX2, LOCKSTEP_KERNELS_AVX512] where lockstep_kernels_select(isa) == 1 {
+            let outputs = allOutputs()
+            XCTAssertEqual(outputs.count, reference.count)
+            let first = outputs.indices.first { outputs[$0] != reference[$0] }
+            XCTAssertNil(first, "ISA \(isa.rawValue) differs from the baseline at output \(first ?? -1): "
+                         + "\(first.map { Float(bitPattern: outputs[$0]) } ?? 0) vs \(first.map { Float(bitPattern: reference[$0]) } ?? 0)")
+            compared += 1
+        }
+        if compared == 0 { throw XCTSkip("this CPU runs only the baseline kernels; nothing to compare") }
+    }
+
+    func testExpIsFastMathExpBitForBit() {
+        let values = (0..<100_003).map { Float(-90) + 180 * Float($0) / 100_002 } + [0, -0.0, 88.7, -104, .infinity, -.infinity]
+        var y = [Float](repeating: 0, count: values.count)
+        lockstep_exp(values, &y, values.count)
+        for (x, got) in zip(values, y) {
+            XCTAssertEqual(got.bitPattern, FastMath.exp(SIMD4(repeating: x))[0].bitPattern, "x = \(x)")
+        }
+    }
+
+    func testMaskedSoftmaxIsTheSoftmaxOfTheVisiblePrefixAndZerosAfter() {
+        for count in [1, 5, 16, 19, 64] {
+            let row = randomRow(count, in: -20...20, seed: UInt64(count))
+            for visible in 1...count {
+                var y = [Float](repeating: .nan, count: count)
+                Kernels.maskedSoftmax(row, into: &y, count: count, visible: visible)
+                let largest = Double(row[..<visible].max()!)
+                let denominator = row[..<visible].reduce(0.0) { $0 + Foundation.exp(Double($1) - largest) }
+                for j in 0..<visible {
+                    XCTAssertEqual(Double(y[j]), Foundation.exp(Double(row[j]) - largest) / denominator, accuracy: 1e-6)
+                }
+                XCTAssertTrue(y[visible...].allSatisfy { $0 == 0 }, "count \(count) visible \(visible)")
+            }
+        }
+    }
+
+    func testSoftmaxBackwardMatchesTheDoubleFormula() {
+        for count in [3, 16, 33, 64] {
+            let logits = randomRow(count, in: -5...5, seed: 11), upstream = randomRow(count, in: -1...1, seed: 12)
+            for visible in [1, count / 2, count] where visible > 0 {
+                var p = [Float](repeating: 0, count: count)
+                Kernels.maskedSoftmax(logits, into: &p, count: count, visible: visible)
+                var g = upstream
+                Kernels.softmaxBackward(probabilities: p, gradient: &g, count: count, visible: visible)
+                let dot = (0..<visible).reduce(0.0) { $0 + Double(p[$1]) * Double(upstream[$1]) }
+                for j in 0..<count {
+                    let expected = j < visible ? Double(p[j]) * (Double(upstream[j]) - dot) : 0
+                    XCTAssertEqual(Double(g[j]), expected, accuracy: 1e-6, "count \(count) visible \(visible) j \(j)")
+                }
+            }
+        }
+    }
+
+    func testSumRowsAddsEachColumnInRowOrder() {
+        for width in [1, 16, 19, 64] {
+            let matrix = randomRow(5 * width, in: -3...3, seed: UInt64(width))
+            var row = randomRow(width, in: -1...1, seed: 99), expected = row
+            Kernels.sumRows(matrix, into: &row, rows: 5, width: width)
+            for r in 0..<5 { for c in 0..<width { expected[c] += matrix[r * width + c] } }
+            XCTAssertEqual(row.map(\.bitPattern), expected.map(\.bitPattern))
+        }
+    }
+}
+
+/// A small seeded generator for reproducible test inputs.
+private struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
