@@ -303,6 +303,74 @@ INLINE void layer_norm_backward_body(const float *input, const float *output_gra
     }
 }
 
+/// Whether every value is finite: x·0 is NaN exactly for NaN and ±Inf, summed in independent lanes.
+INLINE int all_finite_body(const float *x, size_t count) {
+    v16f bad = splat(0);
+    size_t i = 0;
+    for (; i + LANES <= count; i += LANES) bad += load(x + i) * 0.0f;
+    if (i < count) bad += load_partial(x + i, count - i, 0) * 0.0f;
+    return !isnan(horizontal_sum(bad));
+}
+
+/// out[i] = (sources[0][i] + … + sources[n−1][i]) · factor for i in [begin, end), in source order; `out` may be a
+/// source. Returns whether every value written is finite.
+INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t begin, size_t end, float factor,
+                            float *out) {
+    v16f bad = splat(0);
+    size_t i = begin;
+    for (; i + LANES <= end; i += LANES) {
+        v16f total = load(sources[0] + i);
+        for (size_t s = 1; s < source_count; s++) total += load(sources[s] + i);
+        v16f result = total * factor;
+        bad += result * 0.0f;
+        store(out + i, result);
+    }
+    float bad_tail = 0;
+    for (; i < end; i++) {
+        float total = sources[0][i];
+        for (size_t s = 1; s < source_count; s++) total += sources[s][i];
+        out[i] = total * factor;
+        bad_tail += out[i] * 0.0f;
+    }
+    return !isnan(horizontal_sum(bad) + bad_tail);
+}
+
+/// SGD with momentum and L2 weight decay (PyTorch's semantics): g = grad + wd·p; on the first step v = g, later
+/// v = μ·v + g; p −= lr·(nesterov ? g + μ·v : v). Without momentum p −= lr·g. With `clearing`, each gradient is
+/// zeroed right after it is read.
+INLINE void sgd_step_body(float *parameters, float *gradients, float *velocity, size_t count, float learning_rate,
+                          float momentum, float weight_decay, int nesterov, int first_step, int clearing) {
+    size_t full = count & ~(size_t)(LANES - 1);
+    for (size_t i = 0; i < full; i += LANES) {
+        v16f p = load(parameters + i);
+        v16f g = load(gradients + i) + weight_decay * p;
+        if (clearing) store(gradients + i, splat(0));
+        v16f step;
+        if (momentum == 0) {
+            step = g;
+        } else {
+            v16f v = first_step ? g : momentum * load(velocity + i) + g;
+            store(velocity + i, v);
+            step = nesterov ? g + momentum * v : v;
+        }
+        store(parameters + i, p - learning_rate * step);
+    }
+    for (size_t i = full; i < count; i++) {
+        float p = parameters[i];
+        float g = gradients[i] + weight_decay * p;
+        if (clearing) gradients[i] = 0;
+        float step;
+        if (momentum == 0) {
+            step = g;
+        } else {
+            float v = first_step ? g : momentum * velocity[i] + g;
+            velocity[i] = v;
+            step = nesterov ? g + momentum * v : v;
+        }
+        parameters[i] = p - learning_rate * step;
+    }
+}
+
 // Each kernel three times: the bodies above inline into functions compiled for each ISA.
 #define VARIANTS(return_type, name, parameters, arguments)                                                      \
     __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
@@ -327,6 +395,14 @@ VARIANTS(void, layer_norm_backward,
           size_t rows, size_t width),
          (input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means, inverse_deviations,
           rows, width))
+VARIANTS(int, all_finite, (const float *x, size_t count), (x, count))
+VARIANTS(int, sum_sources,
+         (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out),
+         (sources, source_count, begin, end, factor, out))
+VARIANTS(void, sgd_step,
+         (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
+          float weight_decay, int nesterov, int first_step, int clearing),
+         (parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step, clearing))
 VARIANTS(void, softmax_backward, (const float *p, float *g, size_t count, size_t visible), (p, g, count, visible))
 
 typedef struct kernel_table {
@@ -342,11 +418,15 @@ typedef struct kernel_table {
                                float);
     void (*layer_norm_backward)(const float *, const float *, float *, const float *, float *, float *, const float *,
                                 const float *, size_t, size_t);
+    int (*all_finite)(const float *, size_t);
+    int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *);
+    void (*sgd_step)(float *, float *, float *, size_t, float, float, float, int, int, int);
 } kernel_table;
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_##suffix, softmax_backward_##suffix, \
-                        sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix }
+                        sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
+                        all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
 static lockstep_kernels_isa active = LOCKSTEP_KERNELS_BASELINE;
@@ -407,4 +487,13 @@ void lockstep_layer_norm_backward(const float *input, const float *output_gradie
                                   const float *inverse_deviations, size_t rows, size_t width) {
     kernels.layer_norm_backward(input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means,
                                 inverse_deviations, rows, width);
+}
+int lockstep_all_finite(const float *x, size_t count) { return kernels.all_finite(x, count); }
+int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out) {
+    return kernels.sum_sources(sources, source_count, begin, end, factor, out);
+}
+void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, size_t count, float learning_rate,
+                       float momentum, float weight_decay, int nesterov, int first_step, int clearing) {
+    kernels.sgd_step(parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step,
+                     clearing);
 }

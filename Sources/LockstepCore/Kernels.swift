@@ -26,29 +26,8 @@ public enum Kernels {
     @discardableResult
     public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
                            scaledBy factor: Float, into out: UnsafeMutablePointer<Float>) -> Bool {
-        // Explicit 16-wide loads: the compiler cannot vectorize through the pointer table on its own.
-        let target = UnsafeMutableRawPointer(out)
-        var bad = SIMD16<Float>()  // x·0 is NaN exactly for NaN and ±Inf, as in allFinite
-        var i = range.lowerBound
-        while i + 16 <= range.upperBound {
-            var total = UnsafeRawPointer(sources[0]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            for source in 1..<max(sourceCount, 1) {
-                total += UnsafeRawPointer(sources[source]).loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-            }
-            let result = total * factor
-            bad += result * 0
-            target.storeBytes(of: result, toByteOffset: i * 4, as: SIMD16<Float>.self)
-            i += 16
-        }
-        var badTail: Float = 0
-        while i < range.upperBound {
-            var total = sources[0][i]
-            for source in 1..<max(sourceCount, 1) { total += sources[source][i] }
-            out[i] = total * factor
-            badTail += out[i] * 0
-            i += 1
-        }
-        return !(bad.sum() + badTail).isNaN
+        lockstep_sum_sources(UnsafePointer<UnsafeMutablePointer<Float>?>(OpaquePointer(sources)), max(sourceCount, 1),
+                             range.lowerBound, range.upperBound, factor, out) != 0
     }
 
     /// Sum of squares, accumulated in Double for a stable global norm.
@@ -90,17 +69,7 @@ public enum Kernels {
 
     /// True when every value is finite.
     public static func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
-        // x·0 is NaN exactly for NaN and ±Inf; summing it in independent lanes keeps the loop vectorized.
-        let raw = UnsafeRawPointer(x)
-        var lanes = SIMD16<Float>()
-        var i = 0
-        while i + 16 <= count {
-            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
-            i += 16
-        }
-        var bad = lanes.sum()
-        while i < count { bad += x[i] * 0; i += 1 }
-        return !bad.isNaN
+        lockstep_all_finite(x, count) != 0
     }
 
     /// y = softmax(x) over `count` > 0 values; `y` may be `x` (in place). Subtracting the maximum keeps exp in range
@@ -176,6 +145,16 @@ public enum Kernels {
                                          rows: Int, width: Int) {
         lockstep_layer_norm_backward(x, outputGradient, inputGradient, weight, weightGradient, biasGradient, means,
                                      inverseDeviations, rows, width)
+    }
+
+    /// One SGD step over flat buffers (PyTorch semantics; see `lockstep_sgd_step`); `velocity` is unused without
+    /// momentum. With `clearingGradients`, each gradient is zeroed right after it is read.
+    @inline(__always)
+    public static func sgdStep(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                               velocity: UnsafeMutablePointer<Float>, count: Int, learningRate: Float, momentum: Float,
+                               weightDecay: Float, nesterov: Bool, firstStep: Bool, clearingGradients: Bool) {
+        lockstep_sgd_step(parameters, gradients, velocity, count, learningRate, momentum, weightDecay, nesterov ? 1 : 0,
+                          firstStep ? 1 : 0, clearingGradients ? 1 : 0)
     }
 
     /// The instruction set the elementwise C kernels run on here ("avx512", "avx2" or "baseline").

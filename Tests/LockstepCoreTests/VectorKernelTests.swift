@@ -43,6 +43,16 @@ final class VectorKernelTests: XCTestCase {
             lockstep_layer_norm_backward(x + dy + x, dy + x + dy, &inputGradient, weight, &weightGradient, &biasGradient,
                                          means, inverses, 3, count)
             keep(inputGradient); keep(weightGradient); keep(biasGradient)
+            bits.append(UInt32(lockstep_all_finite(x, count)))
+            var sources: [UnsafeMutablePointer<Float>?] = [x, dy, x].map { row in UnsafeMutablePointer<Float>.allocate(capacity: count).initialized(from: row) }
+            defer { sources.forEach { $0?.deallocate() } }
+            var summed = [Float](repeating: 0, count: count)
+            bits.append(UInt32(lockstep_sum_sources(&sources, 3, 0, count, 1 / 3, &summed))); keep(summed)
+            for (momentum, nesterov, first) in [(Float(0), Int32(0), Int32(0)), (0.9, 0, 1), (0.9, 0, 0), (0.9, 1, 0)] {
+                var parameters = x, gradients = dy, velocity = summed
+                lockstep_sgd_step(&parameters, &gradients, &velocity, count, 0.05, momentum, 1e-4, nesterov, first, 1)
+                keep(parameters); keep(gradients); keep(velocity)
+            }
         }
         return bits
     }
@@ -127,5 +137,13 @@ private struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+private extension UnsafeMutablePointer where Pointee == Float {
+    /// Copies `values` into this freshly allocated memory and returns it.
+    func initialized(from values: [Float]) -> Self {
+        initialize(from: values, count: values.count)
+        return self
     }
 }

@@ -54,4 +54,17 @@ void lockstep_layer_norm_backward(const float *input, const float *output_gradie
                                   const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
                                   const float *inverse_deviations, size_t rows, size_t width);
 
+/// 1 when every value is finite, else 0.
+int lockstep_all_finite(const float *x, size_t count);
+
+/// out[i] = (sources[0][i] + … + sources[source_count−1][i]) · factor for begin ≤ i < end, added in source order
+/// (`out` may be a source); 1 when every value written is finite, else 0.
+int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out);
+
+/// One SGD step (PyTorch semantics): g = grad + weight_decay·p; v = g on the first step, else momentum·v + g;
+/// p −= learning_rate·(nesterov ? g + momentum·v : v), or p −= learning_rate·g without momentum (velocity unused).
+/// With `clearing` non-zero, each gradient is set to 0 after it is read.
+void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, size_t count, float learning_rate,
+                       float momentum, float weight_decay, int nesterov, int first_step, int clearing);
+
 #endif
