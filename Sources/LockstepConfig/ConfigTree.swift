@@ -167,8 +167,11 @@ final class ConfigReader {
     }
 
     /// One of an enum's words (its raw values); an unknown word is an error listing the allowed ones.
+    /// YAML reads an unquoted true/false as a boolean, so a word list with "true" and "false" takes those too.
     func word<Word: RawRepresentable & CaseIterable>(_ key: String, default value: Word) throws -> Word where Word.RawValue == String {
-        Word(rawValue: try string(key, default: value.rawValue, allowed: Word.allCases.map(\.rawValue)))!
+        let allowed = Word.allCases.map(\.rawValue)
+        if case .bool(let flag)? = raw(key), let word = Word(rawValue: flag ? "true" : "false") { return word }
+        return Word(rawValue: try string(key, default: value.rawValue, allowed: allowed))!
     }
 
     func ints(_ key: String, default value: [Int]? = nil) throws -> [Int]? {

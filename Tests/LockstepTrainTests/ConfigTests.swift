@@ -56,6 +56,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertNotEqual(auto.hash, config.hash)
     }
 
+    /// YAML reads unquoted true/false as booleans; the documented `prefetch: auto | true | false` must take them.
+    func testTrueAndFalseWordsAcceptYAMLBooleans() throws {
+        for (text, expected) in [("false", TrainingOptions.Prefetch.off), ("true", .on), ("auto", .auto), ("\"false\"", .off)] {
+            let config = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["data.prefetch=\(text)"])
+            XCTAssertEqual(config.data.prefetch, expected, text)
+        }
+        XCTAssertThrowsError(try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["data.prefetch=sometimes"]))
+    }
+
     func testConfigHashFollowsTheResolvedValuesNotTheText() throws {
         let a = try TrainingConfig.parse(yaml: minimal, source: "t")
         let b = try TrainingConfig.parse(yaml: minimal + "\n# a comment\n", source: "t")
