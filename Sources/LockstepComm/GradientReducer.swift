@@ -219,9 +219,9 @@ public final class GradientReducer {
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>, layerStartOffsets: [Int],
                 bucketCapacityBytes: Int = 1 << 20, mode: ReductionMode = .blocking, shared: NodeSharedFloats? = nil,
                 frozenLayers: Int = 0, shardOptimizer: Bool = false) throws {
-        if shardOptimizer && mode != .blocking && mode != .deterministic {
+        if shardOptimizer && mode != .blocking && mode != .deterministic && mode != .sharedMemory {
             throw ReducerConfigurationError(
-                "a sharded optimizer needs reduction mode blocking or deterministic (gradients are reduce-scattered after backward), got \(mode)")
+                "a sharded optimizer needs reduction mode blocking, deterministic or sharedMemory (gradients are reduce-scattered after backward), got \(mode)")
         }
         if mode == .overlapThread && communicator.threadLevel < .serialized {
             throw ReducerConfigurationError(
@@ -289,7 +289,11 @@ public final class GradientReducer {
         self.trainableStart = trainableStart
         let shardLayout = shardOptimizer ? try ShardLayout(count: gradients.count - trainableStart, parts: communicator.size) : nil
         self.shardLayout = shardLayout
-        shardBuffer = shardLayout.map { FloatBuffer(count: $0.range(of: communicator.rank).count) }
+        shardBuffer = shardLayout.map { FloatBuffer(count: mode == .sharedMemory ? 0 : $0.range(of: communicator.rank).count) }
+        shardView = mode == .sharedMemory ? shardLayout.map {
+            let range = $0.range(of: communicator.rank)
+            return UnsafeMutableBufferPointer(start: gradients.baseAddress! + trainableStart + range.lowerBound, count: range.count)
+        } : nil
         self.shared = mode == .sharedMemory || throughNodes ? shared : nil
         self.mode = mode
         self.communicator = communicator
@@ -336,8 +340,10 @@ public final class GradientReducer {
     /// This rank's slice of the averaged trainable gradients after `finish` (sharded optimizer; empty otherwise):
     /// element i is gradient `trainableStart + shardLayout.range(of: rank).lowerBound + i`.
     public var shardGradients: UnsafeMutableBufferPointer<Float> {
-        shardBuffer?.buffer ?? UnsafeMutableBufferPointer(start: nil, count: 0)
+        shardView ?? shardBuffer?.buffer ?? UnsafeMutableBufferPointer(start: nil, count: 0)
     }
+    /// Through node-shared memory, the shard is averaged in place in this rank's segment: this views it.
+    private let shardView: UnsafeMutableBufferPointer<Float>?
 
     deinit { worker?.stop() }
 
@@ -542,6 +548,7 @@ public final class GradientReducer {
     /// Sums the trainable gradients of every rank into this rank's slice (`shardGradients`), scaled like the
     /// unsharded modes: × 1/W after the sum over ranks, then × 1/micro-batches in `.deterministic` mode.
     private func reduceToShard(_ layout: ShardLayout) throws {
+        if mode == .sharedMemory { return try reduceToShardThroughSharedMemory(layout) }
         let source = gradients.baseAddress! + trainableStart
         let mine = shardBuffer!.pointer, count = shardBuffer!.count, size = communicator.size
         if mode == .deterministic {
@@ -555,6 +562,45 @@ public final class GradientReducer {
         }
         if size > 1 && fault != .sum { Kernels.scale(mine, by: 1 / Float(size), count: count) }
         if accumulator != nil && microBatches > 1 { Kernels.scale(mine, by: 1 / Float(microBatches), count: count) }
+    }
+
+    /// This rank's shard as offsets into `gradients` (and into the node-shared segments).
+    private func shardElements(_ layout: ShardLayout, rank: Int) -> Range<Int> {
+        let range = layout.range(of: rank)
+        return (trainableStart + range.lowerBound)..<(trainableStart + range.upperBound)
+    }
+
+    /// The reduce-scatter of a sharded optimizer through node-shared memory: this rank averages its slice of every
+    /// rank's gradients into its own segment (peers read only their own slices there) and checks it is finite there.
+    /// No copy phase: the slice owners share updated parameters instead (`allgatherParameterSlices`).
+    private func reduceToShardThroughSharedMemory(_ layout: ShardLayout) throws {
+        let shared = shared!
+        let mine = shardElements(layout, rank: communicator.rank)
+        try shared.synchronize()  // every rank's backward has written its gradients
+        ownSliceFinite = shared.segments.withUnsafeBufferPointer {
+            Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
+                        scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local)
+        }
+    }
+
+    /// After a sharded update of this rank's slice of `parameters` (the trainable ones, element 0 = the first trainable
+    /// parameter): gives every rank every slice. Through node-shared memory each owner writes its slice into its own
+    /// segment (over the averaged gradients it has used) and every rank copies the others' slices from there;
+    /// otherwise an MPI allgather. Collective.
+    public func allgatherParameterSlices(_ parameters: UnsafeMutablePointer<Float>) throws {
+        guard let layout = shardLayout else { return }
+        guard mode == .sharedMemory, let shared else {
+            return try communicator.allgatherSlices(parameters, layout: layout)
+        }
+        let mine = layout.range(of: communicator.rank)
+        (shared.local + trainableStart + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
+        try shared.synchronize()  // every slice is written
+        for peer in 0..<communicator.size where peer != communicator.rank {
+            let slice = layout.range(of: peer)
+            (parameters + slice.lowerBound).update(from: shared.segments[peer] + trainableStart + slice.lowerBound,
+                                                   count: slice.count)
+        }
+        try shared.synchronize()  // no rank writes its next gradients over a slice another still copies
     }
 
     /// Rank r's slice of `elements` when split W ways on 16-float (cache-line) boundaries.

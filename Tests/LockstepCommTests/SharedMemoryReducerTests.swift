@@ -64,6 +64,47 @@ extension GradientReducerTests {
         }
     }
 
+    /// ZeRO-1 through node-shared memory, 3 ranks with a frozen prefix: each rank's `shardGradients` is the average
+    /// of its slice (in rank order, as the unsharded path sums), and `allgatherParameterSlices` gives every rank every
+    /// owner's updated slice; two steps, so the second reads gradients written after the first's parameter exchange.
+    func testShardedSharedMemoryAveragesEachSliceAndSharesUpdatedParameters() {
+        let world = ThreadWorld(nodeSizes: [3])
+        let count = 1001, frozen = 40
+        let errors = world.run { comm in
+            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
+            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, frozen],
+                                              mode: .sharedMemory, shared: shared, frozenLayers: 1, shardOptimizer: true)
+            let layout = try XCTUnwrap(reducer.shardLayout)
+            let mine = layout.range(of: comm.rank)
+            XCTAssertEqual(reducer.shardGradients.count, mine.count)
+            var parameters = [Float](repeating: -1, count: count - frozen)
+            for step in 0..<2 {
+                for index in 0..<count { gradients[index] = Float(comm.rank * 3 + index % 11 + step) }
+                reducer.beginStep(microBatches: 1)
+                try reducer.layerReady(1)
+                try reducer.finish()
+                XCTAssertEqual(reducer.ownSliceFinite, true)
+                for (offset, value) in reducer.shardGradients.enumerated() {
+                    let index = frozen + mine.lowerBound + offset
+                    let sum = (0..<3).reduce(Float(0)) { $0 + Float($1 * 3 + index % 11 + step) }
+                    guard value == sum * (1 / Float(3)) else {
+                        throw ReducerConfigurationError("rank \(comm.rank) step \(step) gradient [\(index)] = \(value), expected \(sum / 3)")
+                    }
+                }
+                // The owner's "update": a value naming the step, the owner and the position.
+                for i in mine { parameters[i] = Float(step * 10_000 + comm.rank * 1_000) + Float(i % 97) }
+                try parameters.withUnsafeMutableBufferPointer { try reducer.allgatherParameterSlices($0.baseAddress!) }
+                for owner in 0..<3 {
+                    for i in layout.range(of: owner) where parameters[i] != Float(step * 10_000 + owner * 1_000) + Float(i % 97) {
+                        throw ReducerConfigurationError("rank \(comm.rank) step \(step) parameter [\(i)] = \(parameters[i]) not owner \(owner)'s")
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(errors, [nil, nil, nil])
+    }
+
     func testOtherModesLeaveTheSliceCheckToTheCaller() throws {
         let gradients = FloatBuffer(count: 40)
         let reducer = try GradientReducer(communicator: SingleProcessCommunicator(),

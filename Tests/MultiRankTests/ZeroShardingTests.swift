@@ -62,12 +62,30 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
         XCTAssertTrue(sharded == unsharded, "sharded parameters differ from unsharded ones with a frozen prefix")
     }
 
-    /// Default (reduce-scatter through MPI) mode: W ranks × b sharded end within the regrouping bound of 1 × W·b.
+    /// On one node the sharded update reduces through node-shared memory with the unsharded path's sums (rank order
+    /// then × 1/W), so every slice owner computes the very values each rank computes unsharded: bit-identical
+    /// parameters, on 2 and 4 ranks, with SGD momentum (the config's) and Adam with weight decay.
+    func testShardingThroughSharedMemoryIsBitIdenticalToUnshardedSharedMemory() throws {
+        let sgd = arguments(steps: 30)
+        let adamDecay = arguments(steps: 30) + adam + ["--set", "optimizer.weight_decay=0.01"]
+        for (ranks, base) in [(2, sgd), (4, sgd), (2, adamDecay)] {
+            let (unsharded, plain) = try train(ranks: ranks, base)
+            let (sharded, stdout) = try train(ranks: ranks, base + shard)
+            XCTAssertFalse(sharded.isEmpty)
+            XCTAssertTrue(sharded == unsharded, "\(ranks) ranks: sharded parameters differ from unsharded ones")
+            XCTAssertTrue(plain.contains("gradient reduction sharedMemory"), plain)
+            XCTAssertTrue(stdout.contains("gradient reduction sharedMemory"), stdout)
+            XCTAssertTrue(stdout.contains("(sharded over \(ranks) ranks;"), stdout)
+        }
+    }
+
+    /// Default mode (through shared memory on one node; `transport mpi`: a reduce-scatter through MPI): W ranks × b
+    /// sharded end within the regrouping bound of 1 × W·b.
     func testShardedAdamMatchesOneBigBatchOnTwoAndFourRanks() throws {
-        for (ranks, batch) in [(2, 32), (4, 16)] {
-            let base = arguments(steps: 60) + adam + shard
+        for (ranks, batch, transport) in [(2, 32, "auto"), (4, 16, "auto"), (2, 32, "mpi")] {
+            let base = arguments(steps: 60) + adam + shard + ["--set", "distributed.transport=\(transport)"]
             let outcome = try Equivalence.measure(base: base, ranks: ranks, batch: batch)
-            Equivalence.assertHolds(outcome, ranks: ranks, "sharded Adam \(ranks)×\(batch) vs 1×\(ranks * batch)")
+            Equivalence.assertHolds(outcome, ranks: ranks, "sharded Adam \(ranks)×\(batch) vs 1×\(ranks * batch), transport \(transport)")
         }
     }
 
@@ -166,8 +184,8 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
         let overlap = try MPIRun.run(ranks: 2, base + ["--set", "distributed.overlap=polling"])
         XCTAssertNotEqual(overlap.status, 0)
         XCTAssertTrue(overlap.stderr.contains("key 'distributed.shard_optimizer': cannot be combined with distributed.overlap 'polling'"), overlap.stderr)
-        let transport = try MPIRun.run(ranks: 2, base + ["--set", "distributed.transport=shared_memory"])
+        let transport = try MPIRun.run(ranks: 2, base + ["--set", "distributed.transport=hierarchical"])
         XCTAssertNotEqual(transport.status, 0)
-        XCTAssertTrue(transport.stderr.contains("key 'distributed.shard_optimizer': cannot be combined with distributed.transport 'shared_memory'"), transport.stderr)
+        XCTAssertTrue(transport.stderr.contains("key 'distributed.shard_optimizer': cannot be combined with distributed.transport 'hierarchical'"), transport.stderr)
     }
 }
