@@ -213,6 +213,16 @@ INLINE float log_sum_exp_body(const float *x, size_t count) {
     return logf(shifted_exp_sum(x, NULL, count, largest)) + largest;
 }
 
+/// Every row of matrix[rows, width] = row (a GEMM's bias seed): vector stores, no call per row.
+INLINE void fill_rows_body(float *matrix, const float *row, size_t rows, size_t width) {
+    size_t full = width & ~(size_t)(LANES - 1);
+    for (size_t r = 0; r < rows; r++) {
+        float *m = matrix + r * width;
+        for (size_t c = 0; c < full; c += LANES) store(m + c, load(row + c));
+        for (size_t c = full; c < width; c++) m[c] = row[c];
+    }
+}
+
 /// row[c] += Σ_r matrix[r, c], row by row (each column's order is the plain loop's).
 INLINE void sum_rows_body(const float *matrix, float *row, size_t rows, size_t width) {
     size_t full = width & ~(size_t)(LANES - 1);
@@ -384,6 +394,7 @@ VARIANTS(void, gelu_backward, (const float *x, const float *dy, float *dx, const
 VARIANTS(void, softmax, (const float *x, float *y, size_t count), (x, y, count))
 VARIANTS(float, log_sum_exp, (const float *x, size_t count), (x, count))
 VARIANTS(void, masked_softmax, (const float *x, float *y, size_t count, size_t visible), (x, y, count, visible))
+VARIANTS(void, fill_rows, (float *matrix, const float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, layer_norm_forward,
          (const float *input, float *output, const float *weight, const float *bias, float *means,
@@ -413,6 +424,7 @@ typedef struct kernel_table {
     float (*log_sum_exp)(const float *, size_t);
     void (*masked_softmax)(const float *, float *, size_t, size_t);
     void (*softmax_backward)(const float *, float *, size_t, size_t);
+    void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*sum_rows)(const float *, float *, size_t, size_t);
     void (*layer_norm_forward)(const float *, float *, const float *, const float *, float *, float *, size_t, size_t,
                                float);
@@ -425,7 +437,7 @@ typedef struct kernel_table {
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_##suffix, softmax_backward_##suffix, \
-                        sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
+                        fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
                         all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
@@ -496,4 +508,7 @@ void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, siz
                        float momentum, float weight_decay, int nesterov, int first_step, int clearing) {
     kernels.sgd_step(parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step,
                      clearing);
+}
+void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width) {
+    kernels.fill_rows(matrix, row, rows, width);
 }

@@ -170,7 +170,7 @@ public enum Kernels {
     /// GEMM adds into it (beta = 1) instead of OpenBLAS clearing C first (a memset pass) and a second pass adding the bias.
     @inline(__always)
     public static func fillRows(_ matrix: UnsafeMutablePointer<Float>, with row: UnsafePointer<Float>, rows: Int, width: Int) {
-        for r in 0..<rows { (matrix + r * width).update(from: row, count: width) }
+        lockstep_fill_rows(matrix, row, rows, width)
     }
 
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.

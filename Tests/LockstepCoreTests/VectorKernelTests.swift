@@ -31,6 +31,9 @@ final class VectorKernelTests: XCTestCase {
                 var g = dy
                 lockstep_softmax_backward(y, &g, count, visible); keep(g)
             }
+            var filled = [Float](repeating: 0, count: 3 * count)
+            lockstep_fill_rows(&filled, dy, 3, count); keep(filled)
+            XCTAssertEqual(filled, dy + dy + dy)
             var sums = randomRow(count, in: -1...1, seed: 7)
             lockstep_sum_rows(x + dy + x, &sums, 3, count); keep(sums)
             var means = [Float](repeating: 0, count: 3), inverses = means

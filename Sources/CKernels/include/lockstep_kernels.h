@@ -40,6 +40,9 @@ void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visi
 /// Softmax backward in place: g = p ⊙ (g − ⟨g, p⟩) over g[0..<visible], g[visible..<count] = 0.
 void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible);
 
+/// Writes `row` (width values) into each of the `rows` rows of a row-major matrix (a GEMM's bias seed).
+void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width);
+
 /// row[c] += Σ_r matrix[r, c] over a row-major rows × width matrix (bias gradients).
 void lockstep_sum_rows(const float *matrix, float *row, size_t rows, size_t width);
 
