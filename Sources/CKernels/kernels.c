@@ -381,6 +381,38 @@ INLINE void sgd_step_body(float *parameters, float *gradients, float *velocity, 
     }
 }
 
+/// out = P · in · Qᵀ (or out += …) over a tile of 16-float vectors (Winograd's tile transforms): `in` is
+/// [P.columns, Q.columns] vectors at the given strides (in floats), `temp` holds P.rows × Q.columns vectors. Only the
+/// nonzero coefficients are visited; every P row has one (the matrices have full rank).
+INLINE void tile_transform_body(const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input,
+                                long row_stride, long column_stride, float *temp, float *output, long output_row_stride,
+                                long output_column_stride, int accumulate) {
+    long width = q->columns;
+    for (long i = 0; i < p->rows; i++) {
+        float *row = temp + i * width * LANES;
+        long entry = p->starts[i], end = p->starts[i + 1];
+        float coefficient = p->values[entry];
+        const float *source = input + p->indices[entry] * row_stride;
+        for (long j = 0; j < width; j++) store(row + j * LANES, coefficient * load(source + j * column_stride));
+        for (entry++; entry < end; entry++) {
+            coefficient = p->values[entry];
+            source = input + p->indices[entry] * row_stride;
+            for (long j = 0; j < width; j++)
+                store(row + j * LANES, load(row + j * LANES) + coefficient * load(source + j * column_stride));
+        }
+    }
+    for (long i = 0; i < p->rows; i++) {
+        const float *row = temp + i * width * LANES;
+        for (long l = 0; l < q->rows; l++) {
+            v16f sum = splat(0);
+            for (long entry = q->starts[l]; entry < q->starts[l + 1]; entry++)
+                sum += q->values[entry] * load(row + q->indices[entry] * LANES);
+            float *target = output + i * output_row_stride + l * output_column_stride;
+            store(target, accumulate ? load(target) + sum : sum);
+        }
+    }
+}
+
 // Each kernel three times: the bodies above inline into functions compiled for each ISA.
 #define VARIANTS(return_type, name, parameters, arguments)                                                      \
     __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
@@ -394,6 +426,11 @@ VARIANTS(void, gelu_backward, (const float *x, const float *dy, float *dx, const
 VARIANTS(void, softmax, (const float *x, float *y, size_t count), (x, y, count))
 VARIANTS(float, log_sum_exp, (const float *x, size_t count), (x, count))
 VARIANTS(void, masked_softmax, (const float *x, float *y, size_t count, size_t visible), (x, y, count, visible))
+VARIANTS(void, tile_transform,
+         (const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input, long row_stride,
+          long column_stride, float *temp, float *output, long output_row_stride, long output_column_stride,
+          int accumulate),
+         (p, q, input, row_stride, column_stride, temp, output, output_row_stride, output_column_stride, accumulate))
 VARIANTS(void, fill_rows, (float *matrix, const float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, layer_norm_forward,
@@ -424,6 +461,8 @@ typedef struct kernel_table {
     float (*log_sum_exp)(const float *, size_t);
     void (*masked_softmax)(const float *, float *, size_t, size_t);
     void (*softmax_backward)(const float *, float *, size_t, size_t);
+    void (*tile_transform)(const lockstep_sparse_matrix *, const lockstep_sparse_matrix *, const float *, long, long,
+                           float *, float *, long, long, int);
     void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*sum_rows)(const float *, float *, size_t, size_t);
     void (*layer_norm_forward)(const float *, float *, const float *, const float *, float *, float *, size_t, size_t,
@@ -437,7 +476,7 @@ typedef struct kernel_table {
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_##suffix, softmax_backward_##suffix, \
-                        fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
+                        tile_transform_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
                         all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
@@ -511,4 +550,10 @@ void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, siz
 }
 void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width) {
     kernels.fill_rows(matrix, row, rows, width);
+}
+void lockstep_tile_transform(const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input,
+                             long row_stride, long column_stride, float *temp, float *output, long output_row_stride,
+                             long output_column_stride, int accumulate) {
+    kernels.tile_transform(p, q, input, row_stride, column_stride, temp, output, output_row_stride, output_column_stride,
+                           accumulate);
 }

@@ -57,6 +57,15 @@ final class VectorKernelTests: XCTestCase {
                 keep(parameters); keep(gradients); keep(velocity)
             }
         }
+        // A tile transform: B^T (4x4 with zeros) on both sides of a 4x4 tile of 16-lane vectors, then accumulated.
+        let tile = randomRow(4 * 4 * 16, in: -2...2, seed: 21)
+        let transform = SparseTileMatrix([1, 0, -1, 0, 0, 1, 1, 0, 0, -1, 1, 0, 0, 1, 0, -1], rows: 4, columns: 4)
+        var temp = [Float](repeating: 0, count: 4 * 4 * 16), transformed = temp
+        Kernels.tileTransform(transform, transform, from: tile, rowStride: 64, columnStride: 16, through: &temp,
+                              to: &transformed, outputRowStride: 64, outputColumnStride: 16, accumulate: false)
+        Kernels.tileTransform(transform, transform, from: tile, rowStride: 64, columnStride: 16, through: &temp,
+                              to: &transformed, outputRowStride: 64, outputColumnStride: 16, accumulate: true)
+        keep(transformed)
         return bits
     }
 
@@ -114,6 +123,31 @@ final class VectorKernelTests: XCTestCase {
                 for j in 0..<count {
                     let expected = j < visible ? Double(p[j]) * (Double(upstream[j]) - dot) : 0
                     XCTAssertEqual(Double(g[j]), expected, accuracy: 1e-6, "count \(count) visible \(visible) j \(j)")
+                }
+            }
+        }
+    }
+
+    /// P · X · Qᵀ per lane against a dense Double product, with unequal shapes (P 3×4, Q 2×4, a sparse P row).
+    func testTileTransformIsTheDenseProductPerLane() {
+        let p: [Float] = [1, 0, 0, 0, 0.5, -1, 0, 2, 0, 0, 0, 3], q: [Float] = [1, 1, 1, 1, 0, 1, -1, 0.25]
+        let tile = randomRow(4 * 4 * 16, in: -2...2, seed: 5)
+        var temp = [Float](repeating: 0, count: 3 * 4 * 16)
+        var output = randomRow(3 * 2 * 16, in: -1...1, seed: 6)
+        let before = output
+        for accumulate in [false, true] {
+            if accumulate { output = before }
+            Kernels.tileTransform(SparseTileMatrix(p, rows: 3, columns: 4), SparseTileMatrix(q, rows: 2, columns: 4),
+                                  from: tile, rowStride: 4 * 16, columnStride: 16, through: &temp,
+                                  to: &output, outputRowStride: 2 * 16, outputColumnStride: 16, accumulate: accumulate)
+            for i in 0..<3 {
+                for l in 0..<2 {
+                    for lane in 0..<16 {
+                        var expected = 0.0
+                        for a in 0..<4 { for b in 0..<4 { expected += Double(p[i * 4 + a]) * Double(tile[(a * 4 + b) * 16 + lane]) * Double(q[l * 4 + b]) } }
+                        if accumulate { expected += Double(before[(i * 2 + l) * 16 + lane]) }
+                        XCTAssertEqual(Double(output[(i * 2 + l) * 16 + lane]), expected, accuracy: 1e-5, "[\(i), \(l)] lane \(lane)")
+                    }
                 }
             }
         }

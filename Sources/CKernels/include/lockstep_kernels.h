@@ -40,6 +40,22 @@ void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visi
 /// Softmax backward in place: g = p ⊙ (g − ⟨g, p⟩) over g[0..<visible], g[visible..<count] = 0.
 void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible);
 
+/// A small matrix as its nonzeros by row (compressed sparse rows): row i's are entries starts[i] ..< starts[i + 1].
+typedef struct lockstep_sparse_matrix {
+    long rows;
+    long columns;
+    const long *starts;
+    const long *indices;
+    const float *values;
+} lockstep_sparse_matrix;
+
+/// out = P · in · Qᵀ (out += … when `accumulate`) over a tile of 16-float vectors: `in` holds P.columns × Q.columns
+/// vectors at `row_stride`/`column_stride` floats, `out` P.rows × Q.rows at its strides, `temp` P.rows × Q.columns
+/// vectors. Every row of P has a nonzero.
+void lockstep_tile_transform(const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input,
+                             long row_stride, long column_stride, float *temp, float *output, long output_row_stride,
+                             long output_column_stride, int accumulate);
+
 /// Writes `row` (width values) into each of the `rows` rows of a row-major matrix (a GEMM's bias seed).
 void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width);
 

@@ -1,0 +1,51 @@
+import CKernels
+
+/// A small matrix as its nonzeros by row (compressed sparse rows), for Winograd's tile transforms.
+public final class SparseTileMatrix {
+    /// Rows of the matrix.
+    public let rows: Int
+    /// Columns of the matrix.
+    public let columns: Int
+    private let starts: UnsafeMutablePointer<Int>
+    private let indices: UnsafeMutablePointer<Int>
+    private let values: UnsafeMutablePointer<Float>
+    /// The C view of the arrays above (they live as long as this object).
+    fileprivate var view: lockstep_sparse_matrix
+
+    /// The nonzeros of a row-major rows × columns matrix; every row must have one.
+    public init(_ dense: [Float], rows: Int, columns: Int) {
+        precondition(dense.count == rows * columns, "SparseTileMatrix: \(dense.count) values for \(rows)×\(columns)")
+        self.rows = rows; self.columns = columns
+        let count = dense.filter { $0 != 0 }.count
+        starts = .allocate(capacity: rows + 1)
+        indices = .allocate(capacity: max(count, 1))
+        values = .allocate(capacity: max(count, 1))
+        var entry = 0
+        for i in 0..<rows {
+            starts[i] = entry
+            for k in 0..<columns where dense[i * columns + k] != 0 {
+                indices[entry] = k; values[entry] = dense[i * columns + k]; entry += 1
+            }
+            precondition(entry > starts[i], "SparseTileMatrix: row \(i) of a transform has no nonzero")
+        }
+        starts[rows] = entry
+        view = lockstep_sparse_matrix(rows: rows, columns: columns, starts: starts, indices: indices, values: values)
+    }
+
+    deinit { starts.deallocate(); indices.deallocate(); values.deallocate() }
+}
+
+extension Kernels {
+    /// out = P · in · Qᵀ (out += … with `accumulate`) on a tile of 16-float vectors (16 samples or tiles per lane
+    /// group): `input` holds P.columns × Q.columns vectors at the given strides (in floats), `output` P.rows × Q.rows,
+    /// `temp` room for P.rows × Q.columns vectors. Only nonzero coefficients are visited (CKernels, per ISA).
+    @inline(__always)
+    public static func tileTransform(_ p: SparseTileMatrix, _ q: SparseTileMatrix,
+                                     from input: UnsafePointer<Float>, rowStride: Int, columnStride: Int,
+                                     through temp: UnsafeMutablePointer<Float>,
+                                     to output: UnsafeMutablePointer<Float>, outputRowStride: Int, outputColumnStride: Int,
+                                     accumulate: Bool) {
+        lockstep_tile_transform(&p.view, &q.view, input, rowStride, columnStride, temp, output, outputRowStride,
+                                outputColumnStride, accumulate ? 1 : 0)
+    }
+}
