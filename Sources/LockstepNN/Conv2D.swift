@@ -59,6 +59,8 @@ public final class Conv2D: Layer {
     /// Upper bound on a Winograd block's transformed inputs and products (bytes); tests make it small to get
     /// several blocks and a partial last one.
     var winogradBlockBytes = 1 << 20
+    /// Winograd outputs per tile side (m of F(m, r)); tests set it to cover other tile sizes.
+    lazy var winogradOutputTile = Self.winogradOutputTile(kernel: kernelSize.height)
 
     /// A convolution; the weight initializer defaults to He with fan-in inputChannels·kernelHeight·kernelWidth.
     public init(inputChannels: Int, outputChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
@@ -106,7 +108,7 @@ public final class Conv2D: Layer {
     }
 
     /// The Winograd tile (outputs per side, m) for a kernel side r: F(2, r).
-    static func winogradOutputTile(kernel: Int) -> Int { 2 }
+    static func winogradOutputTile(kernel: Int) -> Int { 4 }
 
     /// Rows of the column matrix: inputChannels·kernelHeight·kernelWidth.
     private var patchSize: Int { inputChannels * kernelSize.height * kernelSize.width }
@@ -155,7 +157,7 @@ public final class Conv2D: Layer {
         outputImage = try! outputImage(for: inputShape)
         if usesWinograd {
             if winograd == nil {
-                let transform = WinogradTransform(outputTile: Self.winogradOutputTile(kernel: kernelSize.height), kernel: kernelSize.height)
+                let transform = WinogradTransform(outputTile: winogradOutputTile, kernel: kernelSize.height)
                 winograd = WinogradConvolution(transform: transform, inputChannels: inputChannels, outputChannels: outputChannels,
                                                padding: padding, blockBytes: winogradBlockBytes)
             }

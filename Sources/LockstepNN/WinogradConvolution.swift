@@ -95,8 +95,8 @@ final class WinogradConvolution {
     /// Filters (outputChannels·inputChannels) rounded up to whole vectors: the stride of U and dU between points.
     private var filterStride = 0
 
-    // Transform matrices and their transposes as flat Float buffers for the hot loops.
-    private let aT: FloatBuffer, a: FloatBuffer, g: FloatBuffer, gT: FloatBuffer, bT: FloatBuffer, b: FloatBuffer
+    // Transform matrices and their transposes, nonzeros only, for the hot loops.
+    private let aT: SparseMatrix, a: SparseMatrix, g: SparseMatrix, gT: SparseMatrix, bT: SparseMatrix, b: SparseMatrix
 
     /// Transformed weights U, [point, outputChannels, inputChannels] (stride `filterStride` per point).
     private var transformedWeight = FloatBuffer(count: 0)
@@ -125,9 +125,12 @@ final class WinogradConvolution {
         func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
             (0..<columns * rows).map { values[($0 % rows) * columns + $0 / rows] }
         }
-        aT = FloatBuffer(transform.outputTransform); a = FloatBuffer(transposed(transform.outputTransform, rows: m, columns: n))
-        g = FloatBuffer(transform.kernelTransform); gT = FloatBuffer(transposed(transform.kernelTransform, rows: n, columns: r))
-        bT = FloatBuffer(transform.inputTransform); b = FloatBuffer(transposed(transform.inputTransform, rows: n, columns: n))
+        aT = SparseMatrix(transform.outputTransform, rows: m, columns: n)
+        a = SparseMatrix(transposed(transform.outputTransform, rows: m, columns: n), rows: n, columns: m)
+        g = SparseMatrix(transform.kernelTransform, rows: n, columns: r)
+        gT = SparseMatrix(transposed(transform.kernelTransform, rows: n, columns: r), rows: r, columns: n)
+        bT = SparseMatrix(transform.inputTransform, rows: n, columns: n)
+        b = SparseMatrix(transposed(transform.inputTransform, rows: n, columns: n), rows: n, columns: n)
     }
 
     private var points: Int { transform.inputTile * transform.inputTile }
@@ -189,12 +192,12 @@ final class WinogradConvolution {
         var filter = 0
         while filter < filters {
             let lanes = min(16, filters - filter)
-            for k in 0..<(r * r) {
-                var vector = SIMD16<Float>(repeating: 0)
-                for lane in 0..<lanes { vector[lane] = weight[(filter + lane) * r * r + k] }
-                store(vector, input + k * 16)
+            // Scalar stores into memory: inserting into a SIMD16 value by a variable lane goes through the stack.
+            if lanes < 16 { input.update(repeating: 0, count: r * r * 16) }
+            for lane in 0..<lanes {
+                for k in 0..<(r * r) { input[k * 16 + lane] = weight[(filter + lane) * r * r + k] }
             }
-            Self.transform(g.pointer, rows: n, inner: r, g.pointer, rows: n, inner: r,
+            Self.transform(g, g,
                            from: input, rowStride: r * 16, columnStride: 16, through: scratchOut.pointer,
                            to: transformedWeight.pointer + filter, rowStride: n * filterStride, columnStride: filterStride,
                            accumulate: false)
@@ -225,7 +228,7 @@ final class WinogradConvolution {
             let plane = laneInput.pointer + c * laneHeight * laneWidth * 16
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(bT.pointer, rows: n, inner: n, bT.pointer, rows: n, inner: n,
+                Self.transform(bT, bT,
                                from: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
                                through: scratchOut.pointer,
                                to: blockInput.pointer + c * columns + t * 16, rowStride: n * inputChannels * columns,
@@ -244,15 +247,16 @@ final class WinogradConvolution {
             let plane = output + channel * o.planeCount
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(aT.pointer, rows: m, inner: n, aT.pointer, rows: m, inner: n,
+                Self.transform(aT, aT,
                                from: blockProduct.pointer + channel * columns + t * 16,
                                rowStride: n * outputChannels * columns, columnStride: outputChannels * columns,
                                through: scratchOut.pointer, to: result, rowStride: m * 16, columnStride: 16, accumulate: false)
-                for i in 0..<min(m, o.height - y) {
-                    for j in 0..<min(m, o.width - x) {
-                        let value = load(result + (i * m + j) * 16) + shift
-                        let target = plane + (y + i) * o.width + x + j
-                        for lane in 0..<lanes { target[lane * o.count] = value[lane] }
+                for k in 0..<(m * m) { store(load(result + k * 16) + shift, result + k * 16) }
+                for lane in 0..<lanes {
+                    for i in 0..<min(m, o.height - y) {
+                        for j in 0..<min(m, o.width - x) {
+                            plane[lane * o.count + (y + i) * o.width + x + j] = result[(i * m + j) * 16 + lane]
+                        }
                     }
                 }
             }
@@ -308,17 +312,16 @@ final class WinogradConvolution {
             let plane = outputGradient + channel * o.planeCount
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                for i in 0..<m {
-                    for j in 0..<m {
-                        var value = SIMD16<Float>(repeating: 0)
-                        if y + i < o.height && x + j < o.width {
-                            let source = plane + (y + i) * o.width + x + j
-                            for lane in 0..<lanes { value[lane] = source[lane * o.count] }
+                let inside = (rows: min(m, o.height - y), columns: min(m, o.width - x))
+                if lanes < 16 || inside.rows < m || inside.columns < m { gathered.update(repeating: 0, count: m * m * 16) }
+                for lane in 0..<lanes {
+                    for i in 0..<inside.rows {
+                        for j in 0..<inside.columns {
+                            gathered[(i * m + j) * 16 + lane] = plane[lane * o.count + (y + i) * o.width + x + j]
                         }
-                        store(value, gathered + (i * m + j) * 16)
                     }
                 }
-                Self.transform(a.pointer, rows: n, inner: m, a.pointer, rows: n, inner: m,
+                Self.transform(a, a,
                                from: gathered, rowStride: m * 16, columnStride: 16, through: scratchOut.pointer,
                                to: blockProduct.pointer + channel * columns + t * 16, rowStride: n * outputChannels * columns,
                                columnStride: outputChannels * columns, accumulate: false)
@@ -333,7 +336,7 @@ final class WinogradConvolution {
             let plane = laneInputGradient.pointer + c * laneHeight * laneWidth * 16
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(b.pointer, rows: n, inner: n, b.pointer, rows: n, inner: n,
+                Self.transform(b, b,
                                from: blockInput.pointer + c * columns + t * 16, rowStride: n * inputChannels * columns,
                                columnStride: inputChannels * columns, through: scratchOut.pointer,
                                to: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
@@ -364,13 +367,12 @@ final class WinogradConvolution {
         var filter = 0
         while filter < filters {
             let lanes = min(16, filters - filter)
-            Self.transform(gT.pointer, rows: r, inner: n, gT.pointer, rows: r, inner: n,
+            Self.transform(gT, gT,
                            from: transformedWeightGradient.pointer + filter, rowStride: n * filterStride,
                            columnStride: filterStride, through: scratchOut.pointer,
                            to: result, rowStride: r * 16, columnStride: 16, accumulate: false)
-            for k in 0..<(r * r) {
-                let vector = load(result + k * 16)
-                for lane in 0..<lanes { weightGradient[(filter + lane) * r * r + k] += vector[lane] }
+            for lane in 0..<lanes {
+                for k in 0..<(r * r) { weightGradient[(filter + lane) * r * r + k] += result[k * 16 + lane] }
             }
             filter += 16
         }
@@ -378,38 +380,68 @@ final class WinogradConvolution {
 
     // MARK: Tile transform
 
-    /// out = P · in · Qᵀ on tiles of 16-lane vectors: `in` is [inner p, inner q] at the given strides (in floats),
-    /// P is [rows p, inner p] and Q [rows q, inner q] row-major; `temp` holds rows p × inner q vectors. Zero
-    /// coefficients (most of Aᵀ and Bᵀ) are skipped.
+    /// out = P · in · Qᵀ (or out += …) on tiles of 16-lane vectors: `in` is [P.columns, Q.columns] at the given
+    /// strides (in floats); `temp` holds P.rows × Q.columns vectors. Only nonzero coefficients are visited.
     @inline(__always)
-    static func transform(_ p: UnsafePointer<Float>, rows pRows: Int, inner pInner: Int,
-                          _ q: UnsafePointer<Float>, rows qRows: Int, inner qInner: Int,
+    static func transform(_ p: SparseMatrix, _ q: SparseMatrix,
                           from input: UnsafePointer<Float>, rowStride: Int, columnStride: Int,
                           through temp: UnsafeMutablePointer<Float>,
                           to output: UnsafeMutablePointer<Float>, rowStride outputRowStride: Int,
                           columnStride outputColumnStride: Int, accumulate: Bool) {
-        for i in 0..<pRows {
-            for j in 0..<qInner {
-                var sum = SIMD16<Float>(repeating: 0)
-                for k in 0..<pInner {
-                    let coefficient = p[i * pInner + k]
-                    if coefficient != 0 { sum += coefficient * load(input + k * rowStride + j * columnStride) }
-                }
-                store(sum, temp + (i * qInner + j) * 16)
+        let width = q.columns
+        for i in 0..<p.rows {
+            let row = temp + i * width * 16
+            var entry = p.starts[i]
+            let end = p.starts[i + 1]
+            // A row of zeros cannot occur: the matrices have full rank.
+            var coefficient = p.values[entry], source = input + p.indices[entry] * rowStride
+            for j in 0..<width { store(coefficient * load(source + j * columnStride), row + j * 16) }
+            entry += 1
+            while entry < end {
+                coefficient = p.values[entry]; source = input + p.indices[entry] * rowStride
+                for j in 0..<width { store(load(row + j * 16) + coefficient * load(source + j * columnStride), row + j * 16) }
+                entry += 1
             }
         }
-        for i in 0..<pRows {
-            for l in 0..<qRows {
+        for i in 0..<p.rows {
+            let row = temp + i * width * 16
+            for l in 0..<q.rows {
                 var sum = SIMD16<Float>(repeating: 0)
-                for j in 0..<qInner {
-                    let coefficient = q[l * qInner + j]
-                    if coefficient != 0 { sum += coefficient * load(temp + (i * qInner + j) * 16) }
-                }
+                for entry in q.starts[l]..<q.starts[l + 1] { sum += q.values[entry] * load(row + q.indices[entry] * 16) }
                 let target = output + i * outputRowStride + l * outputColumnStride
                 store(accumulate ? load(target) + sum : sum, target)
             }
         }
     }
+}
+
+/// A small matrix as its nonzeros by row (compressed sparse rows), for the tile transforms.
+final class SparseMatrix {
+    let rows: Int
+    let columns: Int
+    /// Row i's nonzeros are entries starts[i]..<starts[i + 1].
+    let starts: UnsafeMutablePointer<Int>
+    let indices: UnsafeMutablePointer<Int>
+    let values: UnsafeMutablePointer<Float>
+
+    /// The nonzeros of a row-major rows × columns matrix.
+    init(_ dense: [Float], rows: Int, columns: Int) {
+        self.rows = rows; self.columns = columns
+        let count = dense.filter { $0 != 0 }.count
+        starts = .allocate(capacity: rows + 1)
+        indices = .allocate(capacity: max(count, 1))
+        values = .allocate(capacity: max(count, 1))
+        var entry = 0
+        for i in 0..<rows {
+            starts[i] = entry
+            for k in 0..<columns where dense[i * columns + k] != 0 {
+                indices[entry] = k; values[entry] = dense[i * columns + k]; entry += 1
+            }
+        }
+        starts[rows] = entry
+    }
+
+    deinit { starts.deallocate(); indices.deallocate(); values.deallocate() }
 }
 
 @inline(__always)
