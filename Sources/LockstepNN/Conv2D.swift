@@ -89,10 +89,12 @@ public final class Conv2D: Layer {
         stride == (1, 1) && kernelSize.height == kernelSize.width && (2...7).contains(kernelSize.height)
     }
 
-    /// Whether `auto` picks Winograd: a supported 3x3 or 5x5 layer with enough input channels that the GEMMs, not
-    /// the tile transforms, dominate (see BENCHMARKS.md, "Winograd convolution").
+    /// Whether `auto` picks Winograd: a stride-1 5x5 layer with at least `winogradMinimumInputChannels` inputs.
+    /// Measured (BENCHMARKS.md, "Winograd convolution"): faster than im2col for fashion-cnn's 32→64 5x5 layer, not
+    /// for the same layer with 3x3 kernels (the tile transforms, SSE code, cost more than the GEMM work saved), and
+    /// even within noise for the 1→32 5x5 first layer.
     public var prefersWinograd: Bool {
-        supportsWinograd && (kernelSize.height == 3 || kernelSize.height == 5) && inputChannels >= Self.winogradMinimumInputChannels
+        supportsWinograd && kernelSize.height == 5 && inputChannels >= Self.winogradMinimumInputChannels
     }
 
     /// Input channels from which `auto` uses Winograd.
@@ -107,7 +109,8 @@ public final class Conv2D: Layer {
         }
     }
 
-    /// The Winograd tile (outputs per side, m) for a kernel side r: F(2, r).
+    /// The Winograd tile (outputs per side, m) for a kernel side r: F(4, r), the fastest of m = 2, 3, 4, 6 measured
+    /// for 5x5 and 3x3 kernels on 14x14 images (F(4, 5) computes 16x16 of a 14x14 output and is still fastest).
     static func winogradOutputTile(kernel: Int) -> Int { 4 }
 
     /// Rows of the column matrix: inputChannels·kernelHeight·kernelWidth.

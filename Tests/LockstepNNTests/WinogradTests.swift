@@ -121,7 +121,8 @@ final class WinogradTests: XCTestCase {
     func testSelection() throws {
         XCTAssertFalse(Conv2D(inputChannels: 1, outputChannels: 32, kernelSize: 5, padding: 2).usesWinograd)
         XCTAssertTrue(Conv2D(inputChannels: 32, outputChannels: 64, kernelSize: 5, padding: 2).usesWinograd)
-        XCTAssertTrue(Conv2D(inputChannels: 16, outputChannels: 16, kernelSize: 3, padding: 1).usesWinograd)
+        XCTAssertFalse(Conv2D(inputChannels: 16, outputChannels: 16, kernelSize: 3, padding: 1).usesWinograd)
+        XCTAssertTrue(Conv2D(inputChannels: 16, outputChannels: 16, kernelSize: 3, padding: 1, algorithm: .winograd).usesWinograd)
         XCTAssertFalse(Conv2D(inputChannels: 32, outputChannels: 64, kernelSize: 3, stride: 2, padding: 1).usesWinograd)
         XCTAssertFalse(Conv2D(inputChannels: 32, outputChannels: 64, kernelSize: 1).usesWinograd)
         XCTAssertFalse(Conv2D(inputChannels: 32, outputChannels: 64, kernelSize: 5, padding: 2, algorithm: .im2col).usesWinograd)
