@@ -110,8 +110,10 @@ public final class Conv2D: Layer {
     }
 
     /// The Winograd tile (outputs per side, m) for a kernel side r: F(4, r), the fastest of m = 2, 3, 4, 6 measured
-    /// for 5x5 and 3x3 kernels on 14x14 images (F(4, 5) computes 16x16 of a 14x14 output and is still fastest).
-    static func winogradOutputTile(kernel: Int) -> Int { 4 }
+    /// for 5x5 and 3x3 kernels on 14x14 images (F(4, 5) computes 16x16 of a 14x14 output and is still fastest), as
+    /// long as the tile has at most 8 inputs; larger tiles need the points ±3 and round 20–60× worse, so 6x6 and 7x7
+    /// kernels take F(2, r).
+    static func winogradOutputTile(kernel: Int) -> Int { kernel + 3 <= 8 ? 4 : 2 }
 
     /// Rows of the column matrix: inputChannels·kernelHeight·kernelWidth.
     private var patchSize: Int { inputChannels * kernelSize.height * kernelSize.width }
