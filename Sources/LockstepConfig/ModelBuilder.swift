@@ -69,7 +69,8 @@ public enum ModelBuilder {
             let fanIn = input.channels * kernel.0 * kernel.1
             return Conv2D(inputChannels: input.channels, outputChannels: out, kernelSize: kernel, stride: stride,
                           padding: padding, bias: try options.bool("bias", default: true),
-                          initializer: try initializer(options, fanIn: fanIn, fanOut: out * kernel.0 * kernel.1))
+                          initializer: try initializer(options, fanIn: fanIn, fanOut: out * kernel.0 * kernel.1),
+                          algorithm: try options.word("algorithm", default: ConvolutionAlgorithm.auto))
         case "maxpool2d", "avgpool2d":
             _ = try image()
             let kernel = try pair(options, "kernel", default: 2)

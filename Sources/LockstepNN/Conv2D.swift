@@ -1,6 +1,17 @@
 import LockstepCore
 
-/// 2-D convolution (cross-correlation, as in PyTorch) over [channels, height, width] samples, by im2col + GEMM.
+/// How a `Conv2D` computes its products.
+public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
+    /// Winograd where it applies and measured faster (`Conv2D.prefersWinograd`), else im2col.
+    case auto
+    /// im2col + one GEMM per sample: any kernel, stride and padding.
+    case im2col
+    /// Winograd minimal filtering F(m×m, r×r) (`WinogradConvolution`): stride 1 and a square kernel of side 2–7 only.
+    case winograd
+}
+
+/// 2-D convolution (cross-correlation, as in PyTorch) over [channels, height, width] samples, by im2col + GEMM or
+/// by Winograd minimal filtering (`algorithm`).
 ///
 /// Weight is [outputChannels, inputChannels, kernelHeight, kernelWidth], bias [outputChannels]. Each sample's
 /// im2col columns go to one per-sample workspace that stays in L2 for its GEMMs; backward rebuilds them from the
@@ -25,6 +36,8 @@ public final class Conv2D: Layer {
     public let hasBias: Bool
     /// Weight initializer.
     public let weightInitializer: Initializer
+    /// The algorithm asked for; `usesWinograd` says what `auto` chose.
+    public let algorithm: ConvolutionAlgorithm
 
     private var weight: UnsafeMutablePointer<Float>!
     private var bias: UnsafeMutablePointer<Float>?
@@ -41,10 +54,18 @@ public final class Conv2D: Layer {
     private var columns = FloatBuffer(count: 0)
     /// The batch's weight gradient transposed, [patchSize, outputChannels], added into the weight gradient at the end.
     private var weightGradientTransposed = FloatBuffer(count: 0)
+    /// The Winograd path, when selected; planned with the layer.
+    private var winograd: WinogradConvolution?
+    /// Upper bound on a Winograd block's transformed inputs and products (bytes); tests make it small to get
+    /// several blocks and a partial last one.
+    var winogradBlockBytes = 1 << 20
+    /// Winograd outputs per tile side (m of F(m, r)); tests set it to cover other tile sizes.
+    lazy var winogradOutputTile = Self.winogradOutputTile(kernel: kernelSize.height)
 
     /// A convolution; the weight initializer defaults to He with fan-in inputChannels·kernelHeight·kernelWidth.
     public init(inputChannels: Int, outputChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
-                padding: (Int, Int) = (0, 0), bias: Bool = true, initializer: Initializer? = nil) {
+                padding: (Int, Int) = (0, 0), bias: Bool = true, initializer: Initializer? = nil,
+                algorithm: ConvolutionAlgorithm = .auto) {
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.kernelSize = (kernelSize.0, kernelSize.1)
@@ -52,14 +73,47 @@ public final class Conv2D: Layer {
         self.padding = (padding.0, padding.1)
         self.hasBias = bias
         self.weightInitializer = initializer ?? .he(fanIn: inputChannels * kernelSize.0 * kernelSize.1)
+        self.algorithm = algorithm
     }
 
     /// A convolution with a square kernel, stride and padding.
     public convenience init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                            bias: Bool = true, initializer: Initializer? = nil) {
+                            bias: Bool = true, initializer: Initializer? = nil, algorithm: ConvolutionAlgorithm = .auto) {
         self.init(inputChannels: inputChannels, outputChannels: outputChannels, kernelSize: (kernelSize, kernelSize),
-                  stride: (stride, stride), padding: (padding, padding), bias: bias, initializer: initializer)
+                  stride: (stride, stride), padding: (padding, padding), bias: bias, initializer: initializer,
+                  algorithm: algorithm)
     }
+
+    /// Whether Winograd can compute this layer: stride 1 and a square kernel of side 2–7.
+    public var supportsWinograd: Bool {
+        stride == (1, 1) && kernelSize.height == kernelSize.width && (2...7).contains(kernelSize.height)
+    }
+
+    /// Whether `auto` picks Winograd: a stride-1 5x5 layer with at least `winogradMinimumInputChannels` inputs.
+    /// Measured (BENCHMARKS.md, "Winograd convolution"): faster than im2col for fashion-cnn's 32→64 5x5 layer, not
+    /// for the same layer with 3x3 kernels (the tile transforms, SSE code, cost more than the GEMM work saved), and
+    /// even within noise for the 1→32 5x5 first layer.
+    public var prefersWinograd: Bool {
+        supportsWinograd && kernelSize.height == 5 && inputChannels >= Self.winogradMinimumInputChannels
+    }
+
+    /// Input channels from which `auto` uses Winograd.
+    public static let winogradMinimumInputChannels = 8
+
+    /// Whether this layer runs Winograd (after `algorithm` is resolved).
+    public var usesWinograd: Bool {
+        switch algorithm {
+        case .auto: return prefersWinograd
+        case .im2col: return false
+        case .winograd: return true
+        }
+    }
+
+    /// The Winograd tile (outputs per side, m) for a kernel side r: F(4, r), the fastest of m = 2, 3, 4, 6 measured
+    /// for 5x5 and 3x3 kernels on 14x14 images (F(4, 5) computes 16x16 of a 14x14 output and is still fastest), as
+    /// long as the tile has at most 8 inputs; larger tiles need the points ±3 and round 20–60× worse, so 6x6 and 7x7
+    /// kernels take F(2, r).
+    static func winogradOutputTile(kernel: Int) -> Int { kernel + 3 <= 8 ? 4 : 2 }
 
     /// Rows of the column matrix: inputChannels·kernelHeight·kernelWidth.
     private var patchSize: Int { inputChannels * kernelSize.height * kernelSize.width }
@@ -82,6 +136,9 @@ public final class Conv2D: Layer {
               stride.height > 0, stride.width > 0, padding.height >= 0, padding.width >= 0 else {
             throw ShapeError("conv2d needs positive channels, kernel and stride and non-negative padding, has kernel \(kernelSize), stride \(stride), padding \(padding)")
         }
+        if algorithm == .winograd && !supportsWinograd {
+            throw ShapeError("conv2d algorithm winograd needs stride 1 and a square kernel of side 2-7, has kernel \(kernelSize.height)x\(kernelSize.width), stride \(stride)")
+        }
         guard let height = ImageShape.slidingCount(input: image.height, kernel: kernelSize.height, stride: stride.height, padding: padding.height),
               let width = ImageShape.slidingCount(input: image.width, kernel: kernelSize.width, stride: stride.width, padding: padding.width) else {
             throw ShapeError("conv2d kernel \(kernelSize.height)x\(kernelSize.width) with padding \(padding) does not fit in the \(image.height)x\(image.width) input \(inputShape)")
@@ -103,6 +160,15 @@ public final class Conv2D: Layer {
     public func plan(batchSize: Int, inputShape: [Int]) {
         inputImage = try! ImageShape(inputShape, layer: kind)
         outputImage = try! outputImage(for: inputShape)
+        if usesWinograd {
+            if winograd == nil {
+                let transform = WinogradTransform(outputTile: winogradOutputTile, kernel: kernelSize.height)
+                winograd = WinogradConvolution(transform: transform, inputChannels: inputChannels, outputChannels: outputChannels,
+                                               padding: padding, blockBytes: winogradBlockBytes)
+            }
+            winograd!.plan(inputImage: inputImage, outputImage: outputImage)
+            return
+        }
         // Per-sample buffers (not per batch) stay in L2 between im2col and the GEMMs. The 16 spare floats let the
         // stride-1 row copies read and write whole 16-float vectors past a row's end.
         let padded = inputChannels * paddedSize.height * paddedSize.width + 16
@@ -115,6 +181,10 @@ public final class Conv2D: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
+        if let winograd {
+            winograd.forward(weight: weight, bias: bias, input: input, output: output, batch: batch)
+            return
+        }
         let k = patchSize, pixels = outputImage.planeCount, outputCount = outputImage.count
         for b in 0..<batch {
             im2col(input + b * inputImage.count)
@@ -138,6 +208,11 @@ public final class Conv2D: Layer {
                 for b in 0..<batch { sum += Kernels.sum(outputGradient + b * outputCount + o * pixels, count: pixels) }
                 biasGradient[o] += sum
             }
+        }
+        if let winograd {
+            winograd.backward(input: input, outputGradient: outputGradient, weightGradient: weightGradient,
+                              inputGradient: inputGradient, batch: batch)
+            return
         }
         for b in 0..<batch {
             // Rebuilt rather than kept from forward: a batch of columns (40 MB for fashion-cnn's second layer) would

@@ -4,6 +4,7 @@ import XCTest
 @testable import LockstepBench
 @testable import LockstepCLI
 import LockstepComm
+import LockstepNN
 
 final class ConfigTests: XCTestCase {
     let minimal = """
@@ -170,6 +171,25 @@ final class ConfigTests: XCTestCase {
         let unknown = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: "{type: capsule, out: 1}")
         XCTAssertThrowsError(try ModelBuilder.build(try TrainingConfig.parse(yaml: unknown, source: "t").layers, inputShape: [4])) { error in
             XCTAssertTrue("\(error)".contains("unknown layer 'capsule'"), "\(error)")
+        }
+    }
+
+    func testConvolutionAlgorithmKey() throws {
+        func build(_ layer: String, inputShape: [Int] = [8, 9, 9]) throws -> Sequential {
+            let yaml = minimal.replacingOccurrences(of: "{type: linear, out: 1}", with: layer)
+            return try ModelBuilder.build(try TrainingConfig.parse(yaml: yaml, source: "t").layers, inputShape: inputShape)
+        }
+        func conv(_ model: Sequential) -> Conv2D { model.layers[0] as! Conv2D }
+        XCTAssertTrue(conv(try build("{type: conv2d, out: 4, kernel: 5, padding: 2}")).usesWinograd)
+        XCTAssertFalse(conv(try build("{type: conv2d, out: 4, kernel: 5, padding: 2, algorithm: im2col}")).usesWinograd)
+        XCTAssertTrue(conv(try build("{type: conv2d, out: 4, kernel: 3, algorithm: winograd}")).usesWinograd)
+        XCTAssertThrowsError(try build("{type: conv2d, out: 4, kernel: 3, algorithm: fft}")) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0].algorithm"), "\(error)")
+            XCTAssertTrue("\(error)".contains("auto, im2col, winograd"), "\(error)")
+        }
+        XCTAssertThrowsError(try build("{type: conv2d, out: 4, kernel: 3, stride: 2, algorithm: winograd}")) { error in
+            XCTAssertTrue("\(error)".contains("model.layers[0]"), "\(error)")
+            XCTAssertTrue("\(error)".contains("winograd needs stride 1"), "\(error)")
         }
     }
 
