@@ -96,7 +96,7 @@ final class WinogradConvolution {
     private var filterStride = 0
 
     // Transform matrices and their transposes, nonzeros only, for the hot loops.
-    private let aT: SparseMatrix, a: SparseMatrix, g: SparseMatrix, gT: SparseMatrix, bT: SparseMatrix, b: SparseMatrix
+    private let aT: SparseTileMatrix, a: SparseTileMatrix, g: SparseTileMatrix, gT: SparseTileMatrix, bT: SparseTileMatrix, b: SparseTileMatrix
 
     /// Transformed weights U, [point, outputChannels, inputChannels] (stride `filterStride` per point).
     private var transformedWeight = FloatBuffer(count: 0)
@@ -125,12 +125,12 @@ final class WinogradConvolution {
         func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
             (0..<columns * rows).map { values[($0 % rows) * columns + $0 / rows] }
         }
-        aT = SparseMatrix(transform.outputTransform, rows: m, columns: n)
-        a = SparseMatrix(transposed(transform.outputTransform, rows: m, columns: n), rows: n, columns: m)
-        g = SparseMatrix(transform.kernelTransform, rows: n, columns: r)
-        gT = SparseMatrix(transposed(transform.kernelTransform, rows: n, columns: r), rows: r, columns: n)
-        bT = SparseMatrix(transform.inputTransform, rows: n, columns: n)
-        b = SparseMatrix(transposed(transform.inputTransform, rows: n, columns: n), rows: n, columns: n)
+        aT = SparseTileMatrix(transform.outputTransform, rows: m, columns: n)
+        a = SparseTileMatrix(transposed(transform.outputTransform, rows: m, columns: n), rows: n, columns: m)
+        g = SparseTileMatrix(transform.kernelTransform, rows: n, columns: r)
+        gT = SparseTileMatrix(transposed(transform.kernelTransform, rows: n, columns: r), rows: r, columns: n)
+        bT = SparseTileMatrix(transform.inputTransform, rows: n, columns: n)
+        b = SparseTileMatrix(transposed(transform.inputTransform, rows: n, columns: n), rows: n, columns: n)
     }
 
     private var points: Int { transform.inputTile * transform.inputTile }
@@ -381,67 +381,18 @@ final class WinogradConvolution {
     // MARK: Tile transform
 
     /// out = P · in · Qᵀ (or out += …) on tiles of 16-lane vectors: `in` is [P.columns, Q.columns] at the given
-    /// strides (in floats); `temp` holds P.rows × Q.columns vectors. Only nonzero coefficients are visited.
+    /// strides (in floats); `temp` holds P.rows × Q.columns vectors. Only nonzero coefficients are visited; runs in
+    /// CKernels on the CPU's widest ISA (Swift's SIMD16 compiles to four SSE operations each).
     @inline(__always)
-    static func transform(_ p: SparseMatrix, _ q: SparseMatrix,
+    static func transform(_ p: SparseTileMatrix, _ q: SparseTileMatrix,
                           from input: UnsafePointer<Float>, rowStride: Int, columnStride: Int,
                           through temp: UnsafeMutablePointer<Float>,
                           to output: UnsafeMutablePointer<Float>, rowStride outputRowStride: Int,
                           columnStride outputColumnStride: Int, accumulate: Bool) {
-        let width = q.columns
-        for i in 0..<p.rows {
-            let row = temp + i * width * 16
-            var entry = p.starts[i]
-            let end = p.starts[i + 1]
-            // A row of zeros cannot occur: the matrices have full rank.
-            var coefficient = p.values[entry], source = input + p.indices[entry] * rowStride
-            for j in 0..<width { store(coefficient * load(source + j * columnStride), row + j * 16) }
-            entry += 1
-            while entry < end {
-                coefficient = p.values[entry]; source = input + p.indices[entry] * rowStride
-                for j in 0..<width { store(load(row + j * 16) + coefficient * load(source + j * columnStride), row + j * 16) }
-                entry += 1
-            }
-        }
-        for i in 0..<p.rows {
-            let row = temp + i * width * 16
-            for l in 0..<q.rows {
-                var sum = SIMD16<Float>(repeating: 0)
-                for entry in q.starts[l]..<q.starts[l + 1] { sum += q.values[entry] * load(row + q.indices[entry] * 16) }
-                let target = output + i * outputRowStride + l * outputColumnStride
-                store(accumulate ? load(target) + sum : sum, target)
-            }
-        }
+        Kernels.tileTransform(p, q, from: input, rowStride: rowStride, columnStride: columnStride, through: temp,
+                              to: output, outputRowStride: outputRowStride, outputColumnStride: outputColumnStride,
+                              accumulate: accumulate)
     }
-}
-
-/// A small matrix as its nonzeros by row (compressed sparse rows), for the tile transforms.
-final class SparseMatrix {
-    let rows: Int
-    let columns: Int
-    /// Row i's nonzeros are entries starts[i]..<starts[i + 1].
-    let starts: UnsafeMutablePointer<Int>
-    let indices: UnsafeMutablePointer<Int>
-    let values: UnsafeMutablePointer<Float>
-
-    /// The nonzeros of a row-major rows × columns matrix.
-    init(_ dense: [Float], rows: Int, columns: Int) {
-        self.rows = rows; self.columns = columns
-        let count = dense.filter { $0 != 0 }.count
-        starts = .allocate(capacity: rows + 1)
-        indices = .allocate(capacity: max(count, 1))
-        values = .allocate(capacity: max(count, 1))
-        var entry = 0
-        for i in 0..<rows {
-            starts[i] = entry
-            for k in 0..<columns where dense[i * columns + k] != 0 {
-                indices[entry] = k; values[entry] = dense[i * columns + k]; entry += 1
-            }
-        }
-        starts[rows] = entry
-    }
-
-    deinit { starts.deallocate(); indices.deallocate(); values.deallocate() }
 }
 
 @inline(__always)

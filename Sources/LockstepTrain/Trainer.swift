@@ -562,7 +562,7 @@ public final class Trainer {
             if communicator.rank == 0 { log("step \(step): non-finite \(what); step skipped on every rank") }
             return
         }
-        if let (layout, slice) = optimizerShard {
+        if let (_, slice) = optimizerShard {
             // ZeRO-1: update this rank's slice from its reduced gradients, then every rank sends its slice to all.
             let gradients = reducer.shardGradients.baseAddress!
             if options.clipGradientNorm > 0 {
