@@ -9,8 +9,8 @@ public final class SparseTileMatrix {
     private let starts: UnsafeMutablePointer<Int>
     private let indices: UnsafeMutablePointer<Int>
     private let values: UnsafeMutablePointer<Float>
-    /// The C view of the arrays above (they live as long as this object).
-    fileprivate var view: lockstep_sparse_matrix
+    /// The C view of the arrays above, allocated once so a transform passes a pointer (they live as long as this object).
+    fileprivate let view: UnsafeMutablePointer<lockstep_sparse_matrix>
 
     /// The nonzeros of a row-major rows × columns matrix; every row must have one.
     public init(_ dense: [Float], rows: Int, columns: Int) {
@@ -29,10 +29,11 @@ public final class SparseTileMatrix {
             precondition(entry > starts[i], "SparseTileMatrix: row \(i) of a transform has no nonzero")
         }
         starts[rows] = entry
-        view = lockstep_sparse_matrix(rows: rows, columns: columns, starts: starts, indices: indices, values: values)
+        view = .allocate(capacity: 1)
+        view.initialize(to: lockstep_sparse_matrix(rows: rows, columns: columns, starts: starts, indices: indices, values: values))
     }
 
-    deinit { starts.deallocate(); indices.deallocate(); values.deallocate() }
+    deinit { starts.deallocate(); indices.deallocate(); values.deallocate(); view.deallocate() }
 }
 
 extension Kernels {
@@ -45,7 +46,7 @@ extension Kernels {
                                      through temp: UnsafeMutablePointer<Float>,
                                      to output: UnsafeMutablePointer<Float>, outputRowStride: Int, outputColumnStride: Int,
                                      accumulate: Bool) {
-        lockstep_tile_transform(&p.view, &q.view, input, rowStride, columnStride, temp, output, outputRowStride,
+        lockstep_tile_transform(p.view, q.view, input, rowStride, columnStride, temp, output, outputRowStride,
                                 outputColumnStride, accumulate ? 1 : 0)
     }
 }
