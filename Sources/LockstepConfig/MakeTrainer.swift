@@ -58,7 +58,11 @@ extension TrainingConfig {
                 throw ConfigError("key 'model.layers': the last layer has \(model.outputShape[1]) outputs per step but the dataset has \(classes) classes")
             }
         }
-        let options = trainingOptions(checkpoints: checkpoints)
+        var options = trainingOptions(checkpoints: checkpoints)
+        if shardOptimizer == .auto {
+            options.distributed.shardOptimizer = Trainer.reducesThroughNodeSharedMemory(
+                options.distributed, gradientCount: model.parameters.count, communicator: communicator)
+        }
         let stepsPerEpoch = Trainer.stepsPerEpoch(samples: train.count, worldSize: communicator.size, options: options)
         let schedule = makeSchedule(stepsPerEpoch: stepsPerEpoch, globalBatch: batchSize * communicator.size * accumulationSteps)
         // The trainable parameters, or this rank's slice of them with distributed.shard_optimizer.

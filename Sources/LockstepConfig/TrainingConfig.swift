@@ -158,6 +158,18 @@ public struct TrainingConfig: Sendable {
     /// `distributed.base_batch`: the batch size the learning rate was tuned for.
     public var baseBatch: Int
     public var checkpoint: CheckpointConfig
+    /// `distributed.shard_optimizer`: ZeRO-1 on, off, or `auto` (on where gradients reduce through one node's shared
+    /// memory, where it is bit-identical to unsharded training and faster; resolved by `makeTrainer`).
+    public var shardOptimizer: ShardOptimizerChoice
+    /// The words of `distributed.shard_optimizer`.
+    public enum ShardOptimizerChoice: String, Sendable, CaseIterable {
+        /// Sharded where the reduction runs through node-shared memory, else not.
+        case auto
+        /// Always sharded (ZeRO-1).
+        case on = "true"
+        /// Never sharded.
+        case off = "false"
+    }
     /// `debug.*`: fault injection for tests of the engine itself.
     public var debug: FaultInjection
     /// The resolved tree (after overrides), as read.
@@ -329,7 +341,8 @@ public struct TrainingConfig: Sendable {
         distributed.transport = try x.word("transport", default: DistributedOptions.Transport.auto)
         distributed.deterministic = try x.bool("deterministic", default: false)
         distributed.syncBatchNorm = try x.bool("sync_batchnorm", default: false)
-        distributed.shardOptimizer = try x.bool("shard_optimizer", default: false)
+        shardOptimizer = try x.word("shard_optimizer", default: ShardOptimizerChoice.off)
+        distributed.shardOptimizer = shardOptimizer == .on
         distributed.checkEvery = try x.int("check_every", default: 100, range: 0...Int.max)
         distributed.nonFinite = try x.word("nonfinite", default: DistributedOptions.NonFinitePolicy.skip)
         distributed.timeoutSeconds = try x.double("timeout_seconds", default: 300, range: 0...1e6)

@@ -302,6 +302,18 @@ public final class Trainer {
         }
     }
 
+    /// Whether `d` reduces `gradientCount` gradients through node-shared memory on this `communicator` (every rank on
+    /// one node, blocking reduction, transport auto from 8 KiB of gradients or shared_memory): where a sharded update
+    /// gives the unsharded parameters bit for bit (`distributed.shard_optimizer: auto` shards exactly then).
+    public static func reducesThroughNodeSharedMemory(_ d: DistributedOptions, gradientCount: Int,
+                                                       communicator: Communicator) -> Bool {
+        // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
+        // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
+        let worthIt = d.transport == .sharedMemory || gradientCount * MemoryLayout<Float>.stride >= 8192
+        return communicator.size > 1 && communicator.localSize == communicator.size && !d.deterministic
+            && d.overlap == .blocking && d.transport != .mpi && d.transport != .hierarchical && worthIt
+    }
+
     /// The gradient reducer the options ask for; with transport auto (gradients of 8 KiB or more) or shared_memory
     /// and blocking reduction with every rank on one node, the model's gradients move into node-shared memory first.
     /// `bucketMiB` nil times allreduces first (MPI paths only: shared memory reduces one bucket of everything).
@@ -321,10 +333,8 @@ public final class Trainer {
         case (false, .thread): mode = .overlapThread
         }
         var shared: NodeSharedFloats?
-        // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
-        // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
         let worthIt = d.transport == .sharedMemory || model.parameters.count * MemoryLayout<Float>.stride >= 8192
-        if mode == .blocking && d.transport != .mpi && d.transport != .hierarchical && worthIt {
+        if reducesThroughNodeSharedMemory(d, gradientCount: model.parameters.count, communicator: communicator) {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
         }
         // Across nodes (any equal number of ranks on each): within the node through shared memory, across it per

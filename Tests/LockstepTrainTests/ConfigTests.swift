@@ -64,6 +64,11 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(config.data.prefetch, expected, text)
         }
         XCTAssertThrowsError(try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["data.prefetch=sometimes"]))
+        for (text, expected) in [("auto", TrainingConfig.ShardOptimizerChoice.auto), ("true", .on), ("false", .off)] {
+            let config = try TrainingConfig.parse(yaml: minimal, source: "t", overrides: ["distributed.shard_optimizer=\(text)"])
+            XCTAssertEqual(config.shardOptimizer, expected, text)
+            XCTAssertEqual(config.distributed.shardOptimizer, expected == .on, text)
+        }
     }
 
     func testConfigHashFollowsTheResolvedValuesNotTheText() throws {

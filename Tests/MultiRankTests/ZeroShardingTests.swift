@@ -6,6 +6,8 @@ import XCTest
 /// checkpoint file with the whole state that resumes on other world sizes, and refused combinations.
 final class ZeroShardingTests: ScratchDirectoryTestCase {
     private let shard = ["--set", "distributed.shard_optimizer=true"]
+    /// fashion-mlp.yaml says `shard_optimizer: auto`, which shards on one node: unsharded runs say so.
+    private let unshard = ["--set", "distributed.shard_optimizer=false"]
     private let adam = ["--set", "optimizer.type=adam", "--set", "optimizer.lr=0.001", "--set", "optimizer.momentum=0"]
 
     /// Fashion-MLP on 8192 samples, `steps` optimizer steps.
@@ -69,15 +71,25 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
         let sgd = arguments(steps: 30)
         let adamDecay = arguments(steps: 30) + adam + ["--set", "optimizer.weight_decay=0.01"]
         for (ranks, base) in [(2, sgd), (4, sgd), (2, adamDecay)] {
-            let (unsharded, plain) = try train(ranks: ranks, base)
+            let (unsharded, plain) = try train(ranks: ranks, base + unshard)
             let (sharded, stdout) = try train(ranks: ranks, base + shard)
             XCTAssertFalse(sharded.isEmpty)
             XCTAssertTrue(sharded == unsharded, "\(ranks) ranks: sharded parameters differ from unsharded ones")
             XCTAssertTrue(plain.contains("gradient reduction sharedMemory"), plain)
             XCTAssertTrue(stdout.contains("gradient reduction sharedMemory"), stdout)
             XCTAssertTrue(stdout.contains("(sharded over \(ranks) ranks;"), stdout)
+            XCTAssertFalse(plain.contains("(sharded over"), plain)
         }
+        // `auto` (the config's word) shards exactly where the reduction runs through node-shared memory.
+        let (automatic, automaticOut) = try train(ranks: 2, sgd)
+        XCTAssertTrue(automatic == (try unshardedTwoRanks(sgd)), "auto differs from unsharded training")
+        XCTAssertTrue(automaticOut.contains("(sharded over 2 ranks;"), automaticOut)
+        let (_, throughMPI) = try train(ranks: 2, sgd + ["--set", "distributed.transport=mpi"])
+        XCTAssertFalse(throughMPI.contains("(sharded over"), throughMPI)
     }
+
+    /// fashion-mlp's unsharded parameters after `arguments` on 2 ranks.
+    private func unshardedTwoRanks(_ arguments: [String]) throws -> Data { try train(ranks: 2, arguments + unshard).0 }
 
     /// Default mode (through shared memory on one node; `transport mpi`: a reduce-scatter through MPI): W ranks × b
     /// sharded end within the regrouping bound of 1 × W·b.
@@ -102,7 +114,7 @@ final class ZeroShardingTests: ScratchDirectoryTestCase {
     /// On 4 ranks with Adam each rank holds ≤ 30% of the unsharded optimizer state, and accuracy is unchanged.
     func testFourRanksHoldAQuarterOfTheAdamState() throws {
         let base = arguments(steps: 128) + adam
-        let (_, unsharded) = try train(ranks: 4, base)
+        let (_, unsharded) = try train(ranks: 4, base + unshard)
         let (_, sharded) = try train(ranks: 4, base + shard)
         let full = try XCTUnwrap(Self.optimizerStateBytes(unsharded), unsharded)
         let perRank = try XCTUnwrap(Self.optimizerStateBytes(sharded), sharded)
