@@ -90,21 +90,23 @@ final class LayerGradientTests: XCTestCase {
     }
 
     func testConv2DWithoutInputGradientGivesTheSameParameterGradients() throws {
-        // Sequential's layer 0 gets no input gradient; its parameter gradients must not depend on that.
-        let layer = Conv2D(inputChannels: 2, outputChannels: 3, kernelSize: 3, padding: 1)
-        let harness = try LayerHarness(layer, inputShape: [2, 4, 18], batch: 2, randomParameters: true)
-        let input = TestData.normal(harness.inputCount, seed: 17), outputGradient = TestData.normal(harness.outputCount, seed: 18)
-        let expected = harness.gradients(input: input, outputGradient: outputGradient, context: LayerContext(training: true)).parameters
-        harness.parameters.gradients!.zero()
-        let output = harness.forward(input, context: LayerContext(training: true))
-        input.withUnsafeBufferPointer { x in
-            output.withUnsafeBufferPointer { y in
-                outputGradient.withUnsafeBufferPointer { dy in
-                    layer.backward(input: x.baseAddress!, output: y.baseAddress!, outputGradient: dy.baseAddress!, inputGradient: nil, batch: 2)
+        // Sequential's layer 0 gets no input gradient; its parameter gradients must not depend on that (both algorithms).
+        for algorithm in [ConvolutionAlgorithm.im2col, .winograd] {
+            let layer = Conv2D(inputChannels: 2, outputChannels: 3, kernelSize: 3, padding: 1, algorithm: algorithm)
+            let harness = try LayerHarness(layer, inputShape: [2, 4, 18], batch: 2, randomParameters: true)
+            let input = TestData.normal(harness.inputCount, seed: 17), outputGradient = TestData.normal(harness.outputCount, seed: 18)
+            let expected = harness.gradients(input: input, outputGradient: outputGradient, context: LayerContext(training: true)).parameters
+            harness.parameters.gradients!.zero()
+            let output = harness.forward(input, context: LayerContext(training: true))
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeBufferPointer { y in
+                    outputGradient.withUnsafeBufferPointer { dy in
+                        layer.backward(input: x.baseAddress!, output: y.baseAddress!, outputGradient: dy.baseAddress!, inputGradient: nil, batch: 2)
+                    }
                 }
             }
+            XCTAssertEqual(harness.parameters.gradients!.array, expected, "\(algorithm)")
         }
-        XCTAssertEqual(harness.parameters.gradients!.array, expected)
     }
 
     func testMaxPool2D() throws {
