@@ -79,20 +79,6 @@ public enum Kernels {
         lockstep_softmax(x, y, count)
     }
 
-    /// The largest of `count` ≥ 1 values, 4 lanes at a time (a NaN first value makes it NaN, as the result should be).
-    @inline(__always)
-    public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
-        let full = count & ~3
-        var maxima = SIMD4<Float>(repeating: x[0])
-        for c in stride(from: 0, to: full, by: 4) {
-            let v = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD4<Float>.self)
-            maxima = maxima.replacing(with: v, where: v .> maxima)
-        }
-        var result = maxima.max()
-        for c in full..<count where x[c] > result { result = x[c] }
-        return result
-    }
-
     /// Softmax of x[0..<visible] into y and zeros in y[visible..<count] (a causal attention row); `y` may be `x`.
     @inline(__always)
     public static func maskedSoftmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int, visible: Int) {
