@@ -307,11 +307,15 @@ public final class Trainer {
     /// gives the unsharded parameters bit for bit (`distributed.shard_optimizer: auto` shards exactly then).
     public static func reducesThroughNodeSharedMemory(_ d: DistributedOptions, gradientCount: Int,
                                                        communicator: Communicator) -> Bool {
-        // Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
-        // from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks).
-        let worthIt = d.transport == .sharedMemory || gradientCount * MemoryLayout<Float>.stride >= 8192
-        return communicator.size > 1 && communicator.localSize == communicator.size && !d.deterministic
-            && d.overlap == .blocking && d.transport != .mpi && d.transport != .hierarchical && worthIt
+        communicator.size > 1 && communicator.localSize == communicator.size && !d.deterministic
+            && d.overlap == .blocking && d.transport != .mpi && d.transport != .hierarchical
+            && sharedMemoryPaysOff(d, gradientCount: gradientCount)
+    }
+
+    /// Below ~8 KiB MPI's eager path (0.7–2.4 µs) beats the shared-memory reducer's three node barriers (2.4–3 µs);
+    /// from 16 KiB up shared memory is 2–4× faster (`lockstep bench allreduce`, 2 ranks). `shared_memory` asks anyway.
+    static func sharedMemoryPaysOff(_ d: DistributedOptions, gradientCount: Int) -> Bool {
+        d.transport == .sharedMemory || gradientCount * MemoryLayout<Float>.stride >= 8192
     }
 
     /// The gradient reducer the options ask for; with transport auto (gradients of 8 KiB or more) or shared_memory
@@ -333,7 +337,7 @@ public final class Trainer {
         case (false, .thread): mode = .overlapThread
         }
         var shared: NodeSharedFloats?
-        let worthIt = d.transport == .sharedMemory || model.parameters.count * MemoryLayout<Float>.stride >= 8192
+        let worthIt = sharedMemoryPaysOff(d, gradientCount: model.parameters.count)
         if reducesThroughNodeSharedMemory(d, gradientCount: model.parameters.count, communicator: communicator) {
             shared = try communicator.allocateNodeShared(floatCount: model.parameters.count)
         }
