@@ -289,7 +289,8 @@ public final class GradientReducer {
         self.trainableStart = trainableStart
         let shardLayout = shardOptimizer ? try ShardLayout(count: gradients.count - trainableStart, parts: communicator.size) : nil
         self.shardLayout = shardLayout
-        shardBuffer = shardLayout.map { FloatBuffer(count: mode == .sharedMemory ? 0 : $0.range(of: communicator.rank).count) }
+        // Through node-shared memory the shard is averaged in place (`shardView`); otherwise into a buffer of its own.
+        shardBuffer = mode == .sharedMemory ? nil : shardLayout.map { FloatBuffer(count: $0.range(of: communicator.rank).count) }
         shardView = mode == .sharedMemory ? shardLayout.map {
             let range = $0.range(of: communicator.rank)
             return UnsafeMutableBufferPointer(start: gradients.baseAddress! + trainableStart + range.lowerBound, count: range.count)
