@@ -413,6 +413,195 @@ INLINE void tile_transform_body(const lockstep_sparse_matrix *p, const lockstep_
     }
 }
 
+
+/// Winograd F(4×4, 5×5) with the points 0, ±1, ±2, ±1/2, ∞ (the matrices `WinogradTransform` builds for m = 4,
+/// r = 5): the 1-D transforms written out, each pair of points ±p sharing its even and odd parts, so a tile transform
+/// takes about half the operations of the sparse one and stays in registers.
+static const float f45_input_transform[8][8] = {
+    {-1, 0, 5.25f, 0, -5.25f, 0, 1, 0},       {0, 1, 1, -4.25f, -4.25f, 1, 1, 0},
+    {0, -1, 1, 4.25f, -4.25f, -1, 1, 0},      {0, 0.5f, 0.25f, -2.5f, -1.25f, 2, 1, 0},
+    {0, -0.5f, 0.25f, 2.5f, -1.25f, -2, 1, 0}, {0, 2, 4, -2.5f, -5, 0.5f, 1, 0},
+    {0, -2, 4, 2.5f, -5, -0.5f, 1, 0},         {0, -1, 0, 5.25f, 0, -5.25f, 0, 1},
+};
+static const float f45_output_transform[4][8] = {
+    {1, 1, 1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0.5f, -0.5f, 0},
+    {0, 1, 1, 4, 4, 0.25f, 0.25f, 0}, {0, 1, -1, 8, -8, 0.125f, -0.125f, 1},
+};
+
+/// y = Bᵀ x (8 → 8).
+INLINE void f45_input_1d(const v16f x[8], v16f y[8]) {
+    y[0] = (x[6] - x[0]) + 5.25f * (x[2] - x[4]);
+    y[7] = (x[7] - x[1]) + 5.25f * (x[3] - x[5]);
+    v16f even = (x[2] + x[6]) - 4.25f * x[4], odd = (x[1] + x[5]) - 4.25f * x[3];
+    y[1] = even + odd; y[2] = even - odd;
+    even = (0.25f * x[2] - 1.25f * x[4]) + x[6]; odd = (0.5f * x[1] - 2.5f * x[3]) + 2.0f * x[5];
+    y[3] = even + odd; y[4] = even - odd;
+    even = (4.0f * x[2] - 5.0f * x[4]) + x[6]; odd = (2.0f * x[1] - 2.5f * x[3]) + 0.5f * x[5];
+    y[5] = even + odd; y[6] = even - odd;
+}
+
+/// y = B x (8 → 8), the adjoint of `f45_input_1d`.
+INLINE void f45_input_adjoint_1d(const v16f x[8], v16f y[8]) {
+    v16f s12 = x[1] + x[2], d12 = x[1] - x[2], s34 = x[3] + x[4], d34 = x[3] - x[4], s56 = x[5] + x[6], d56 = x[5] - x[6];
+    y[0] = -x[0];
+    y[1] = ((d12 + 0.5f * d34) + 2.0f * d56) - x[7];
+    y[2] = ((5.25f * x[0] + s12) + 0.25f * s34) + 4.0f * s56;
+    y[3] = ((5.25f * x[7] - 4.25f * d12) - 2.5f * d34) - 2.5f * d56;
+    y[4] = ((-5.25f * x[0] - 4.25f * s12) - 1.25f * s34) - 5.0f * s56;
+    y[5] = ((d12 + 2.0f * d34) + 0.5f * d56) - 5.25f * x[7];
+    y[6] = ((x[0] + s12) + s34) + s56;
+    y[7] = x[7];
+}
+
+/// y = Aᵀ x (8 → 4).
+INLINE void f45_output_1d(const v16f x[8], v16f y[4]) {
+    v16f s12 = x[1] + x[2], d12 = x[1] - x[2], s34 = x[3] + x[4], d34 = x[3] - x[4], s56 = x[5] + x[6], d56 = x[5] - x[6];
+    y[0] = ((x[0] + s12) + s34) + s56;
+    y[1] = (d12 + 2.0f * d34) + 0.5f * d56;
+    y[2] = (s12 + 4.0f * s34) + 0.25f * s56;
+    y[3] = ((d12 + 8.0f * d34) + 0.125f * d56) + x[7];
+}
+
+/// y = A x (4 → 8), the adjoint of `f45_output_1d`.
+INLINE void f45_output_adjoint_1d(const v16f x[4], v16f y[8]) {
+    y[0] = x[0];
+    v16f even = x[0] + x[2], odd = x[1] + x[3];
+    y[1] = even + odd; y[2] = even - odd;
+    even = x[0] + 4.0f * x[2]; odd = 2.0f * x[1] + 8.0f * x[3];
+    y[3] = even + odd; y[4] = even - odd;
+    even = x[0] + 0.25f * x[2]; odd = 0.5f * x[1] + 0.125f * x[3];
+    y[5] = even + odd; y[6] = even - odd;
+    y[7] = x[3];
+}
+
+/// out = T · in · Tᵀ for the 1-D transform T (IN → OUT values): T on each column, then on each row.
+#define F45_TILE(NAME, ONE_D, IN, OUT)                                                                               \
+    INLINE void NAME(const float *input, long row_stride, long column_stride, float *output, long output_row_stride,  \
+                     long output_column_stride, int accumulate) {                                                     \
+        v16f temp[OUT][IN];                                                                                           \
+        for (int j = 0; j < IN; j++) {                                                                                \
+            v16f column[IN], result[OUT];                                                                             \
+            for (int i = 0; i < IN; i++) column[i] = load(input + i * row_stride + j * column_stride);                \
+            ONE_D(column, result);                                                                                    \
+            for (int i = 0; i < OUT; i++) temp[i][j] = result[i];                                                     \
+        }                                                                                                             \
+        for (int i = 0; i < OUT; i++) {                                                                               \
+            v16f result[OUT];                                                                                         \
+            ONE_D(temp[i], result);                                                                                   \
+            for (int l = 0; l < OUT; l++) {                                                                           \
+                float *target = output + i * output_row_stride + l * output_column_stride;                            \
+                store(target, accumulate ? load(target) + result[l] : result[l]);                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+F45_TILE(f45_input_tile, f45_input_1d, 8, 8)
+F45_TILE(f45_input_adjoint_tile, f45_input_adjoint_1d, 8, 8)
+F45_TILE(f45_output_tile, f45_output_1d, 8, 4)
+F45_TILE(f45_output_adjoint_tile, f45_output_adjoint_1d, 4, 8)
+
+INLINE void winograd_f45_body(lockstep_winograd_stage stage, const float *input, long row_stride, long column_stride,
+                              float *output, long output_row_stride, long output_column_stride, int accumulate) {
+    switch (stage) {
+    case LOCKSTEP_WINOGRAD_INPUT:
+        f45_input_tile(input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate);
+        break;
+    case LOCKSTEP_WINOGRAD_INPUT_ADJOINT:
+        f45_input_adjoint_tile(input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate);
+        break;
+    case LOCKSTEP_WINOGRAD_OUTPUT:
+        f45_output_tile(input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate);
+        break;
+    case LOCKSTEP_WINOGRAD_OUTPUT_ADJOINT:
+        f45_output_adjoint_tile(input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate);
+        break;
+    }
+}
+
+/// m[i][j] ← m[j][i] for a 16 × 16 block held as 16 vectors: four rounds, each exchanging one bit of the row index
+/// with the same bit of the column index (the off-diagonal h × h blocks of every 2h × 2h block swap places).
+INLINE void transpose16(v16f m[LANES]) {
+    for (int r = 0; r < LANES; r++) if (!(r & 8)) {
+        v16f x = m[r], y = m[r + 8];
+        m[r] = __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        m[r + 8] = __builtin_shufflevector(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+    for (int r = 0; r < LANES; r++) if (!(r & 4)) {
+        v16f x = m[r], y = m[r + 4];
+        m[r] = __builtin_shufflevector(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        m[r + 4] = __builtin_shufflevector(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    }
+    for (int r = 0; r < LANES; r++) if (!(r & 2)) {
+        v16f x = m[r], y = m[r + 2];
+        m[r] = __builtin_shufflevector(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        m[r + 2] = __builtin_shufflevector(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+    for (int r = 0; r < LANES; r++) if (!(r & 1)) {
+        v16f x = m[r], y = m[r + 1];
+        m[r] = __builtin_shufflevector(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        m[r + 1] = __builtin_shufflevector(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    }
+}
+
+typedef float v4f __attribute__((ext_vector_type(4)));
+INLINE v4f load4(const float *p) { v4f v; __builtin_memcpy(&v, p, sizeof v); return v; }
+INLINE void store4(float *p, v4f v) { __builtin_memcpy(p, &v, sizeof v); }
+/// Four rows of four floats, row-major, as one vector.
+INLINE v16f load4x4(const float *p, long row_stride) {
+    v4f r0 = load4(p), r1 = load4(p + row_stride), r2 = load4(p + 2 * row_stride), r3 = load4(p + 3 * row_stride);
+    typedef float v8f __attribute__((ext_vector_type(8)));
+    v8f low = __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 4, 5, 6, 7);
+    v8f high = __builtin_shufflevector(r2, r3, 0, 1, 2, 3, 4, 5, 6, 7);
+    return __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+INLINE void store4x4(float *p, long row_stride, v16f v) {
+    store4(p, v.s0123); store4(p + row_stride, v.s4567); store4(p + 2 * row_stride, v.s89ab);
+    store4(p + 3 * row_stride, v.scdef);
+}
+
+/// Lane interleaving (Winograd's samples-in-lanes layout): destination[r·drs + c·16 + lane] = source[lane·ls + r·rs + c],
+/// lanes ≥ `lanes` set to 0. With all 16 lanes, 4 × 4 blocks of the window go through a register transpose (one vector
+/// per lane in, one per position out); the rest element by element. Pure copies: every ISA gives the same bits.
+INLINE void interleave_lanes_body(const float *source, long lane_stride, long row_stride, long lanes, long rows,
+                                  long columns, float *destination, long destination_row_stride) {
+    long block_rows = lanes == LANES ? rows / 4 * 4 : 0, block_columns = lanes == LANES ? columns / 4 * 4 : 0;
+    for (long r = 0; r < block_rows; r += 4) {
+        for (long c = 0; c < block_columns; c += 4) {
+            v16f m[LANES];
+            for (int lane = 0; lane < LANES; lane++) m[lane] = load4x4(source + lane * lane_stride + r * row_stride + c, row_stride);
+            transpose16(m);
+            for (int k = 0; k < LANES; k++) store(destination + (r + k / 4) * destination_row_stride + (c + k % 4) * LANES, m[k]);
+        }
+    }
+    for (long r = 0; r < rows; r++) {
+        const float *row = source + r * row_stride;
+        float *target = destination + r * destination_row_stride;
+        for (long c = r < block_rows ? block_columns : 0; c < columns; c++) {
+            for (long lane = 0; lane < lanes; lane++) target[c * LANES + lane] = row[lane * lane_stride + c];
+            for (long lane = lanes; lane < LANES; lane++) target[c * LANES + lane] = 0;
+        }
+    }
+}
+
+/// The inverse: destination[lane·ls + r·rs + c] = source[r·srs + c·16 + lane] for lane < `lanes`.
+INLINE void deinterleave_lanes_body(const float *source, long source_row_stride, long lanes, long rows, long columns,
+                                    float *destination, long lane_stride, long row_stride) {
+    long block_rows = lanes == LANES ? rows / 4 * 4 : 0, block_columns = lanes == LANES ? columns / 4 * 4 : 0;
+    for (long r = 0; r < block_rows; r += 4) {
+        for (long c = 0; c < block_columns; c += 4) {
+            v16f m[LANES];
+            for (int k = 0; k < LANES; k++) m[k] = load(source + (r + k / 4) * source_row_stride + (c + k % 4) * LANES);
+            transpose16(m);
+            for (int lane = 0; lane < LANES; lane++) store4x4(destination + lane * lane_stride + r * row_stride + c, row_stride, m[lane]);
+        }
+    }
+    for (long r = 0; r < rows; r++) {
+        const float *row = source + r * source_row_stride;
+        float *target = destination + r * row_stride;
+        for (long c = r < block_rows ? block_columns : 0; c < columns; c++)
+            for (long lane = 0; lane < lanes; lane++) target[lane * lane_stride + c] = row[c * LANES + lane];
+    }
+}
+
 // Each kernel three times: the bodies above inline into functions compiled for each ISA.
 #define VARIANTS(return_type, name, parameters, arguments)                                                      \
     __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
@@ -431,6 +620,18 @@ VARIANTS(void, tile_transform,
           long column_stride, float *temp, float *output, long output_row_stride, long output_column_stride,
           int accumulate),
          (p, q, input, row_stride, column_stride, temp, output, output_row_stride, output_column_stride, accumulate))
+VARIANTS(void, interleave_lanes,
+         (const float *source, long lane_stride, long row_stride, long lanes, long rows, long columns, float *destination,
+          long destination_row_stride),
+         (source, lane_stride, row_stride, lanes, rows, columns, destination, destination_row_stride))
+VARIANTS(void, deinterleave_lanes,
+         (const float *source, long source_row_stride, long lanes, long rows, long columns, float *destination,
+          long lane_stride, long row_stride),
+         (source, source_row_stride, lanes, rows, columns, destination, lane_stride, row_stride))
+VARIANTS(void, winograd_f45,
+         (lockstep_winograd_stage stage, const float *input, long row_stride, long column_stride, float *output,
+          long output_row_stride, long output_column_stride, int accumulate),
+         (stage, input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate))
 VARIANTS(void, fill_rows, (float *matrix, const float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, layer_norm_forward,
@@ -463,6 +664,9 @@ typedef struct kernel_table {
     void (*softmax_backward)(const float *, float *, size_t, size_t);
     void (*tile_transform)(const lockstep_sparse_matrix *, const lockstep_sparse_matrix *, const float *, long, long,
                            float *, float *, long, long, int);
+    void (*winograd_f45)(lockstep_winograd_stage, const float *, long, long, float *, long, long, int);
+    void (*interleave_lanes)(const float *, long, long, long, long, long, float *, long);
+    void (*deinterleave_lanes)(const float *, long, long, long, long, float *, long, long);
     void (*fill_rows)(float *, const float *, size_t, size_t);
     void (*sum_rows)(const float *, float *, size_t, size_t);
     void (*layer_norm_forward)(const float *, float *, const float *, const float *, float *, float *, size_t, size_t,
@@ -476,7 +680,7 @@ typedef struct kernel_table {
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_##suffix, softmax_backward_##suffix, \
-                        tile_transform_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
+                        tile_transform_##suffix, winograd_f45_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
                         all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
@@ -556,4 +760,21 @@ void lockstep_tile_transform(const lockstep_sparse_matrix *p, const lockstep_spa
                              long output_column_stride, int accumulate) {
     kernels.tile_transform(p, q, input, row_stride, column_stride, temp, output, output_row_stride, output_column_stride,
                            accumulate);
+}
+void lockstep_interleave_lanes(const float *source, long lane_stride, long row_stride, long lanes, long rows, long columns,
+                               float *destination, long destination_row_stride) {
+    kernels.interleave_lanes(source, lane_stride, row_stride, lanes, rows, columns, destination, destination_row_stride);
+}
+void lockstep_deinterleave_lanes(const float *source, long source_row_stride, long lanes, long rows, long columns,
+                                 float *destination, long lane_stride, long row_stride) {
+    kernels.deinterleave_lanes(source, source_row_stride, lanes, rows, columns, destination, lane_stride, row_stride);
+}
+void lockstep_winograd_f45(lockstep_winograd_stage stage, const float *input, long row_stride, long column_stride,
+                           float *output, long output_row_stride, long output_column_stride, int accumulate) {
+    kernels.winograd_f45(stage, input, row_stride, column_stride, output, output_row_stride, output_column_stride,
+                         accumulate);
+}
+void lockstep_winograd_f45_matrices(float input_transform[64], float output_transform[32]) {
+    memcpy(input_transform, f45_input_transform, sizeof f45_input_transform);
+    memcpy(output_transform, f45_output_transform, sizeof f45_output_transform);
 }

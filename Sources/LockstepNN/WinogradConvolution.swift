@@ -97,6 +97,8 @@ final class WinogradConvolution {
 
     // Transform matrices and their transposes, nonzeros only, for the hot loops.
     private let aT: SparseTileMatrix, a: SparseTileMatrix, g: SparseTileMatrix, gT: SparseTileMatrix, bT: SparseTileMatrix, b: SparseTileMatrix
+    /// Whether the tile transforms are CKernels' written-out F(4×4, 5×5) (same matrices, about half the operations).
+    let writtenOut: Bool
 
     /// Transformed weights U, [point, outputChannels, inputChannels] (stride `filterStride` per point).
     private var transformedWeight = FloatBuffer(count: 0)
@@ -131,6 +133,8 @@ final class WinogradConvolution {
         gT = SparseTileMatrix(transposed(transform.kernelTransform, rows: n, columns: r), rows: r, columns: n)
         bT = SparseTileMatrix(transform.inputTransform, rows: n, columns: n)
         b = SparseTileMatrix(transposed(transform.inputTransform, rows: n, columns: n), rows: n, columns: n)
+        writtenOut = m == 4 && r == 5 && transform.inputTransform == Kernels.winogradF45Matrices.input
+            && transform.outputTransform == Kernels.winogradF45Matrices.output
     }
 
     private var points: Int { transform.inputTile * transform.inputTile }
@@ -205,19 +209,14 @@ final class WinogradConvolution {
         }
     }
 
-    /// Copies `lanes` samples into the lane-interleaved padded input (other lanes 0).
+    /// Copies `lanes` samples into the lane-interleaved padded input (other lanes 0; the borders stay 0).
     private func packLanes(_ x: UnsafePointer<Float>, lanes: Int) {
-        let destination = laneInput.pointer, (pH, pW) = padding, i = inputImage
-        if lanes < 16 { laneInput.zero() }
-        for lane in 0..<lanes {
-            var source = x + lane * i.count
-            for c in 0..<i.channels {
-                for h in 0..<i.height {
-                    let row = destination + ((c * laneHeight + h + pH) * laneWidth + pW) * 16 + lane
-                    for w in 0..<i.width { row[w * 16] = source[w] }
-                    source += i.width
-                }
-            }
+        let (pH, pW) = padding, i = inputImage
+        for c in 0..<i.channels {
+            Kernels.interleaveLanes(from: x + c * i.planeCount, laneStride: i.count, rowStride: i.width, lanes: lanes,
+                                    rows: i.height, columns: i.width,
+                                    to: laneInput.pointer + ((c * laneHeight + pH) * laneWidth + pW) * 16,
+                                    destinationRowStride: laneWidth * 16)
         }
     }
 
@@ -228,11 +227,9 @@ final class WinogradConvolution {
             let plane = laneInput.pointer + c * laneHeight * laneWidth * 16
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(bT, bT,
-                               from: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
-                               through: scratchOut.pointer,
-                               to: blockInput.pointer + c * columns + t * 16, rowStride: n * inputChannels * columns,
-                               columnStride: inputChannels * columns, accumulate: false)
+                transformTile(.input, from: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
+                              to: blockInput.pointer + c * columns + t * 16, rowStride: n * inputChannels * columns,
+                              columnStride: inputChannels * columns, accumulate: false)
             }
         }
     }
@@ -247,18 +244,13 @@ final class WinogradConvolution {
             let plane = output + channel * o.planeCount
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(aT, aT,
-                               from: blockProduct.pointer + channel * columns + t * 16,
-                               rowStride: n * outputChannels * columns, columnStride: outputChannels * columns,
-                               through: scratchOut.pointer, to: result, rowStride: m * 16, columnStride: 16, accumulate: false)
+                transformTile(.output, from: blockProduct.pointer + channel * columns + t * 16,
+                              rowStride: n * outputChannels * columns, columnStride: outputChannels * columns,
+                              to: result, rowStride: m * 16, columnStride: 16, accumulate: false)
                 for k in 0..<(m * m) { store(load(result + k * 16) + shift, result + k * 16) }
-                for lane in 0..<lanes {
-                    for i in 0..<min(m, o.height - y) {
-                        for j in 0..<min(m, o.width - x) {
-                            plane[lane * o.count + (y + i) * o.width + x + j] = result[(i * m + j) * 16 + lane]
-                        }
-                    }
-                }
+                Kernels.deinterleaveLanes(from: result, sourceRowStride: m * 16, lanes: lanes, rows: min(m, o.height - y),
+                                          columns: min(m, o.width - x), to: plane + y * o.width + x, laneStride: o.count,
+                                          rowStride: o.width)
             }
         }
     }
@@ -313,18 +305,13 @@ final class WinogradConvolution {
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
                 let inside = (rows: min(m, o.height - y), columns: min(m, o.width - x))
-                if lanes < 16 || inside.rows < m || inside.columns < m { gathered.update(repeating: 0, count: m * m * 16) }
-                for lane in 0..<lanes {
-                    for i in 0..<inside.rows {
-                        for j in 0..<inside.columns {
-                            gathered[(i * m + j) * 16 + lane] = plane[lane * o.count + (y + i) * o.width + x + j]
-                        }
-                    }
-                }
-                Self.transform(a, a,
-                               from: gathered, rowStride: m * 16, columnStride: 16, through: scratchOut.pointer,
-                               to: blockProduct.pointer + channel * columns + t * 16, rowStride: n * outputChannels * columns,
-                               columnStride: outputChannels * columns, accumulate: false)
+                if inside.rows < m || inside.columns < m { gathered.update(repeating: 0, count: m * m * 16) }
+                Kernels.interleaveLanes(from: plane + y * o.width + x, laneStride: o.count, rowStride: o.width, lanes: lanes,
+                                        rows: inside.rows, columns: inside.columns, to: gathered,
+                                        destinationRowStride: m * 16)
+                transformTile(.outputAdjoint, from: gathered, rowStride: m * 16, columnStride: 16,
+                              to: blockProduct.pointer + channel * columns + t * 16, rowStride: n * outputChannels * columns,
+                              columnStride: outputChannels * columns, accumulate: false)
             }
         }
     }
@@ -336,27 +323,21 @@ final class WinogradConvolution {
             let plane = laneInputGradient.pointer + c * laneHeight * laneWidth * 16
             for t in 0..<count {
                 let tile = firstTile + t, y = tile / tilesWide * m, x = tile % tilesWide * m
-                Self.transform(b, b,
-                               from: blockInput.pointer + c * columns + t * 16, rowStride: n * inputChannels * columns,
-                               columnStride: inputChannels * columns, through: scratchOut.pointer,
-                               to: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
-                               accumulate: true)
+                transformTile(.inputAdjoint, from: blockInput.pointer + c * columns + t * 16,
+                              rowStride: n * inputChannels * columns, columnStride: inputChannels * columns,
+                              to: plane + (y * laneWidth + x) * 16, rowStride: laneWidth * 16, columnStride: 16,
+                              accumulate: true)
             }
         }
     }
 
     /// Copies the unpadded interior of the lane input gradient to `lanes` samples of dX.
     private func unpackLanes(into dx: UnsafeMutablePointer<Float>, lanes: Int) {
-        let source = laneInputGradient.pointer, (pH, pW) = padding, i = inputImage
-        for lane in 0..<lanes {
-            var destination = dx + lane * i.count
-            for c in 0..<i.channels {
-                for h in 0..<i.height {
-                    let row = source + ((c * laneHeight + h + pH) * laneWidth + pW) * 16 + lane
-                    for w in 0..<i.width { destination[w] = row[w * 16] }
-                    destination += i.width
-                }
-            }
+        let (pH, pW) = padding, i = inputImage
+        for c in 0..<i.channels {
+            Kernels.deinterleaveLanes(from: laneInputGradient.pointer + ((c * laneHeight + pH) * laneWidth + pW) * 16,
+                                      sourceRowStride: laneWidth * 16, lanes: lanes, rows: i.height, columns: i.width,
+                                      to: dx + c * i.planeCount, laneStride: i.count, rowStride: i.width)
         }
     }
 
@@ -379,6 +360,26 @@ final class WinogradConvolution {
     }
 
     // MARK: Tile transform
+
+    /// One tile's transform of the given stage: CKernels' written-out F(4×4, 5×5) where it applies, else the sparse one.
+    @inline(__always)
+    private func transformTile(_ stage: WinogradStage, from input: UnsafePointer<Float>, rowStride: Int, columnStride: Int,
+                               to output: UnsafeMutablePointer<Float>, rowStride outputRowStride: Int,
+                               columnStride outputColumnStride: Int, accumulate: Bool) {
+        if writtenOut {
+            Kernels.winogradF45(stage, from: input, rowStride: rowStride, columnStride: columnStride, to: output,
+                                outputRowStride: outputRowStride, outputColumnStride: outputColumnStride, accumulate: accumulate)
+            return
+        }
+        let (p, q) = switch stage {
+        case .input: (bT, bT)
+        case .inputAdjoint: (b, b)
+        case .output: (aT, aT)
+        case .outputAdjoint: (a, a)
+        }
+        Self.transform(p, q, from: input, rowStride: rowStride, columnStride: columnStride, through: scratchOut.pointer,
+                       to: output, rowStride: outputRowStride, columnStride: outputColumnStride, accumulate: accumulate)
+    }
 
     /// out = P · in · Qᵀ (or out += …) on tiles of 16-lane vectors: `in` is [P.columns, Q.columns] at the given
     /// strides (in floats); `temp` holds P.rows × Q.columns vectors. Only nonzero coefficients are visited; runs in

@@ -66,6 +66,13 @@ final class VectorKernelTests: XCTestCase {
         Kernels.tileTransform(transform, transform, from: tile, rowStride: 64, columnStride: 16, through: &temp,
                               to: &transformed, outputRowStride: 64, outputColumnStride: 16, accumulate: true)
         keep(transformed)
+        let tile8 = randomRow(8 * 8 * 16, in: -2...2, seed: 22)
+        for stage in WinogradStage.allCases {
+            var out = [Float](repeating: 1, count: 8 * 8 * 16)
+            Kernels.winogradF45(stage, from: tile8, rowStride: 128, columnStride: 16, to: &out, outputRowStride: 128,
+                                outputColumnStride: 16, accumulate: stage == .inputAdjoint)
+            keep(out)
+        }
         return bits
     }
 
@@ -148,6 +155,38 @@ final class VectorKernelTests: XCTestCase {
                         if accumulate { expected += Double(before[(i * 2 + l) * 16 + lane]) }
                         XCTAssertEqual(Double(output[(i * 2 + l) * 16 + lane]), expected, accuracy: 1e-5, "[\(i), \(l)] lane \(lane)")
                     }
+                }
+            }
+        }
+    }
+
+    /// Samples into lanes and back on a window of strided planes (4 × 4 blocks by transposes plus ragged edges), with
+    /// and without all 16 lanes: unused lanes become 0, nothing outside the window is touched, and the round trip
+    /// returns the window.
+    func testInterleavingLanesRoundTrips() {
+        let laneStride = 120, rowStride = 13, rows = 9, columns = 11, destinationRowStride = 12 * 16
+        for lanes in [1, 9, 16] {
+            let source = randomRow(16 * laneStride, in: -1...1, seed: UInt64(lanes))
+            var lanesOut = [Float](repeating: 7, count: rows * destinationRowStride)
+            Kernels.interleaveLanes(from: source, laneStride: laneStride, rowStride: rowStride, lanes: lanes, rows: rows,
+                                    columns: columns, to: &lanesOut, destinationRowStride: destinationRowStride)
+            for r in 0..<rows {
+                for c in 0...columns {
+                    for lane in 0..<16 {
+                        let value = lanesOut[r * destinationRowStride + c * 16 + lane]
+                        let expected = c == columns ? 7 : lane < lanes ? source[lane * laneStride + r * rowStride + c] : 0
+                        XCTAssertEqual(value, expected, "lanes \(lanes) [\(r), \(c)] lane \(lane)")
+                    }
+                }
+            }
+            var back = [Float](repeating: 3, count: 16 * laneStride)
+            Kernels.deinterleaveLanes(from: lanesOut, sourceRowStride: destinationRowStride, lanes: lanes, rows: rows,
+                                      columns: columns, to: &back, laneStride: laneStride, rowStride: rowStride)
+            for lane in 0..<16 {
+                for offset in 0..<laneStride {
+                    let (r, c) = (offset / rowStride, offset % rowStride)
+                    let inside = lane < lanes && r < rows && c < columns
+                    XCTAssertEqual(back[lane * laneStride + offset], inside ? source[lane * laneStride + offset] : 3)
                 }
             }
         }

@@ -27,6 +27,43 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// CKernels' written-out F(4×4, 5×5) implements exactly the matrices `WinogradTransform` builds (else the layer
+    /// would silently fall back to the sparse transforms), and each of its four stages computes what the sparse
+    /// transform computes with them, up to rounding.
+    func testWrittenOutF45MatchesTheSparseTransforms() {
+        let transform = WinogradTransform(outputTile: 4, kernel: 5)
+        XCTAssertEqual(transform.inputTransform, Kernels.winogradF45Matrices.input)
+        XCTAssertEqual(transform.outputTransform, Kernels.winogradF45Matrices.output)
+        XCTAssertTrue(WinogradConvolution(transform: transform, inputChannels: 8, outputChannels: 8, padding: (2, 2)).writtenOut)
+        XCTAssertFalse(WinogradConvolution(transform: WinogradTransform(outputTile: 2, kernel: 5), inputChannels: 8,
+                                           outputChannels: 8, padding: (2, 2)).writtenOut)
+        func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
+            (0..<rows * columns).map { values[($0 % rows) * columns + $0 / rows] }
+        }
+        let bT = transform.inputTransform, aT = transform.outputTransform
+        let matrices: [(WinogradStage, [Float], rows: Int, columns: Int)] = [
+            (.input, bT, 8, 8), (.inputAdjoint, transposed(bT, rows: 8, columns: 8), 8, 8),
+            (.output, aT, 4, 8), (.outputAdjoint, transposed(aT, rows: 4, columns: 8), 8, 4),
+        ]
+        for (stage, matrix, rows, columns) in matrices {
+            let sparse = SparseTileMatrix(matrix, rows: rows, columns: columns)
+            let tile = TestData.normal(columns * columns * 16, seed: 77)
+            for accumulate in [false, true] {
+                let start = TestData.normal(rows * rows * 16, seed: 78)
+                var expected = start, actual = start, temp = [Float](repeating: 0, count: rows * columns * 16)
+                Kernels.tileTransform(sparse, sparse, from: tile, rowStride: columns * 16, columnStride: 16, through: &temp,
+                                      to: &expected, outputRowStride: rows * 16, outputColumnStride: 16, accumulate: accumulate)
+                Kernels.winogradF45(stage, from: tile, rowStride: columns * 16, columnStride: 16, to: &actual,
+                                    outputRowStride: rows * 16, outputColumnStride: 16, accumulate: accumulate)
+                // Coefficients up to 5.25 on both sides: sums of up to 64 terms of size ~30, rounded in another order.
+                let scale = expected.map(abs).max()!
+                for i in expected.indices {
+                    XCTAssertEqual(actual[i], expected[i], accuracy: 2e-6 * scale, "\(stage) accumulate \(accumulate) [\(i)]")
+                }
+            }
+        }
+    }
+
     /// The same layer twice: Winograd and im2col with identical parameters.
     private func pair(inputChannels: Int, outputChannels: Int, kernel: Int, padding: Int, bias: Bool = true,
                       inputShape: [Int], batch: Int, blockBytes: Int? = nil, outputTile: Int? = nil) throws -> (winograd: LayerHarness, im2col: LayerHarness) {

@@ -56,6 +56,37 @@ void lockstep_tile_transform(const lockstep_sparse_matrix *p, const lockstep_spa
                              long row_stride, long column_stride, float *temp, float *output, long output_row_stride,
                              long output_column_stride, int accumulate);
 
+/// The four tile transforms of Winograd F(4×4, 5×5) (16-float vectors per tile element).
+typedef enum lockstep_winograd_stage {
+    /// V = Bᵀ d B, 8 × 8 → 8 × 8.
+    LOCKSTEP_WINOGRAD_INPUT = 0,
+    /// dd = B dV Bᵀ, 8 × 8 → 8 × 8 (the adjoint of the input transform).
+    LOCKSTEP_WINOGRAD_INPUT_ADJOINT = 1,
+    /// Y = Aᵀ M A, 8 × 8 → 4 × 4.
+    LOCKSTEP_WINOGRAD_OUTPUT = 2,
+    /// dM = A dY Aᵀ, 4 × 4 → 8 × 8 (the adjoint of the output transform).
+    LOCKSTEP_WINOGRAD_OUTPUT_ADJOINT = 3,
+} lockstep_winograd_stage;
+
+/// One F(4×4, 5×5) tile transform written out for the points 0, ±1, ±2, ±1/2, ∞ (what `lockstep_tile_transform`
+/// computes with those matrices, in about half the operations; rounding differs): strides in floats as there, out +=
+/// when `accumulate`.
+void lockstep_winograd_f45(lockstep_winograd_stage stage, const float *input, long row_stride, long column_stride,
+                           float *output, long output_row_stride, long output_column_stride, int accumulate);
+
+/// The Bᵀ (8 × 8) and Aᵀ (4 × 8) that `lockstep_winograd_f45` implements, row-major, so a caller can check they are its own.
+void lockstep_winograd_f45_matrices(float input_transform[64], float output_transform[32]);
+
+/// Samples into lanes: destination[r·destination_row_stride + c·16 + lane] = source[lane·lane_stride + r·row_stride + c]
+/// for lane < `lanes` (≤ 16); the other lanes are set to 0. Strides in floats.
+void lockstep_interleave_lanes(const float *source, long lane_stride, long row_stride, long lanes, long rows, long columns,
+                               float *destination, long destination_row_stride);
+
+/// Lanes back into samples: destination[lane·lane_stride + r·row_stride + c] = source[r·source_row_stride + c·16 + lane]
+/// for lane < `lanes`.
+void lockstep_deinterleave_lanes(const float *source, long source_row_stride, long lanes, long rows, long columns,
+                                 float *destination, long lane_stride, long row_stride);
+
 /// Writes `row` (width values) into each of the `rows` rows of a row-major matrix (a GEMM's bias seed).
 void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width);
 
