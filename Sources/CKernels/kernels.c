@@ -325,7 +325,7 @@ INLINE int all_finite_body(const float *x, size_t count) {
 /// out[i] = (sources[0][i] + … + sources[n−1][i]) · factor for i in [begin, end), in source order; `out` may be a
 /// source. Returns whether every value written is finite.
 INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t begin, size_t end, float factor,
-                            float *out) {
+                            float *out, int clearing) {
     v16f bad = splat(0);
     size_t i = begin;
     for (; i + LANES <= end; i += LANES) {
@@ -333,12 +333,18 @@ INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t b
         for (size_t s = 1; s < source_count; s++) total += load(sources[s] + i);
         v16f result = total * factor;
         bad += result * 0.0f;
+        if (clearing)
+            for (size_t s = 0; s < source_count; s++)
+                if (sources[s] != out) store(sources[s] + i, splat(0));
         store(out + i, result);
     }
     float bad_tail = 0;
     for (; i < end; i++) {
         float total = sources[0][i];
         for (size_t s = 1; s < source_count; s++) total += sources[s][i];
+        if (clearing)
+            for (size_t s = 0; s < source_count; s++)
+                if (sources[s] != out) sources[s][i] = 0;
         out[i] = total * factor;
         bad_tail += out[i] * 0.0f;
     }
@@ -646,8 +652,8 @@ VARIANTS(void, layer_norm_backward,
           rows, width))
 VARIANTS(int, all_finite, (const float *x, size_t count), (x, count))
 VARIANTS(int, sum_sources,
-         (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out),
-         (sources, source_count, begin, end, factor, out))
+         (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out, int clearing),
+         (sources, source_count, begin, end, factor, out, clearing))
 VARIANTS(void, sgd_step,
          (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
           float weight_decay, int nesterov, int first_step, int clearing),
@@ -674,7 +680,7 @@ typedef struct kernel_table {
     void (*layer_norm_backward)(const float *, const float *, float *, const float *, float *, float *, const float *,
                                 const float *, size_t, size_t);
     int (*all_finite)(const float *, size_t);
-    int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *);
+    int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *, int);
     void (*sgd_step)(float *, float *, float *, size_t, float, float, float, int, int, int);
 } kernel_table;
 
@@ -744,8 +750,9 @@ void lockstep_layer_norm_backward(const float *input, const float *output_gradie
                                 inverse_deviations, rows, width);
 }
 int lockstep_all_finite(const float *x, size_t count) { return kernels.all_finite(x, count); }
-int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out) {
-    return kernels.sum_sources(sources, source_count, begin, end, factor, out);
+int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out,
+                         int clearing) {
+    return kernels.sum_sources(sources, source_count, begin, end, factor, out, clearing);
 }
 void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, size_t count, float learning_rate,
                        float momentum, float weight_decay, int nesterov, int first_step, int clearing) {

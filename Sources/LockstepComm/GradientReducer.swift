@@ -296,6 +296,8 @@ public final class GradientReducer {
             return UnsafeMutableBufferPointer(start: gradients.baseAddress! + trainableStart + range.lowerBound, count: range.count)
         } : nil
         self.shared = mode == .sharedMemory || throughNodes ? shared : nil
+        parameterSlices = mode == .sharedMemory && shardLayout != nil
+            ? try communicator.allocateNodeShared(floatCount: shardLayout!.largest) : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -345,6 +347,14 @@ public final class GradientReducer {
     }
     /// Through node-shared memory, the shard is averaged in place in this rank's segment: this views it.
     private let shardView: UnsafeMutableBufferPointer<Float>?
+    /// Sharded through node-shared memory: where each rank publishes its updated parameter slice (segment r holds
+    /// rank r's slice from element 0), apart from the gradients so that those can be cleared as they are summed.
+    private let parameterSlices: NodeSharedFloats?
+
+    /// Sharded through node-shared memory, `finish` leaves every trainable gradient outside this rank's shard at 0
+    /// (each owner clears the slices it sums, in the same pass), so an update that clears `shardGradients` leaves all
+    /// of them cleared for the next step. Every rank has finished clearing once the step's next collective returns.
+    public var clearsGradientsOutsideShard: Bool { parameterSlices != nil }
 
     deinit { worker?.stop() }
 
@@ -572,36 +582,38 @@ public final class GradientReducer {
     }
 
     /// The reduce-scatter of a sharded optimizer through node-shared memory: this rank averages its slice of every
-    /// rank's gradients into its own segment (peers read only their own slices there) and checks it is finite there.
-    /// No copy phase: the slice owners share updated parameters instead (`allgatherParameterSlices`).
+    /// rank's gradients into its own segment (peers read only their own slices there), checks it is finite, and
+    /// zeroes that slice in the peers' segments in the same pass (`clearsGradientsOutsideShard`). No copy phase: the
+    /// slice owners share updated parameters instead (`allgatherParameterSlices`).
     private func reduceToShardThroughSharedMemory(_ layout: ShardLayout) throws {
         let shared = shared!
         let mine = shardElements(layout, rank: communicator.rank)
         try shared.synchronize()  // every rank's backward has written its gradients
         ownSliceFinite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
-                        scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local)
+                        scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local,
+                        clearingSources: true)
         }
     }
 
     /// After a sharded update of this rank's slice of `parameters` (the trainable ones, element 0 = the first trainable
-    /// parameter): gives every rank every slice. Through node-shared memory each owner writes its slice into its own
-    /// segment (over the averaged gradients it has used) and every rank copies the others' slices from there;
-    /// otherwise an MPI allgather. Collective.
+    /// parameter): gives every rank every slice. Through node-shared memory each owner writes its slice into its
+    /// segment of `parameterSlices` and every rank copies the others' slices from there; otherwise an MPI allgather.
+    /// Collective.
     public func allgatherParameterSlices(_ parameters: UnsafeMutablePointer<Float>) throws {
         guard let layout = shardLayout else { return }
-        guard mode == .sharedMemory, let shared else {
+        guard let parameterSlices else {
             return try communicator.allgatherSlices(parameters, layout: layout)
         }
         let mine = layout.range(of: communicator.rank)
-        (shared.local + trainableStart + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
-        try shared.synchronize()  // every slice is written
+        parameterSlices.local.update(from: parameters + mine.lowerBound, count: mine.count)
+        try parameterSlices.synchronize()  // every slice is written
         for peer in 0..<communicator.size where peer != communicator.rank {
             let slice = layout.range(of: peer)
-            (parameters + slice.lowerBound).update(from: shared.segments[peer] + trainableStart + slice.lowerBound,
-                                                   count: slice.count)
+            (parameters + slice.lowerBound).update(from: parameterSlices.segments[peer], count: slice.count)
         }
-        try shared.synchronize()  // no rank writes its next gradients over a slice another still copies
+        // No barrier after the copies: an owner next writes its slice after the next step's gradient barrier, which
+        // every rank reaches only after its copies.
     }
 
     /// Rank r's slice of `elements` when split W ways on 16-float (cache-line) boundaries.

@@ -585,9 +585,13 @@ public final class Trainer {
                 GradientClipping.clip(gradients, count: slice.count, norm: Float(squares.squareRoot()),
                                       maxNorm: Float(options.clipGradientNorm))
             }
+            // Through node-shared memory the owners have cleared the other slices while summing: clearing this one
+            // in the update leaves no gradient for the next step's memset.
+            let clearing = reducer.clearsGradientsOutsideShard
             let trainable = model.parameters.values.pointer + trainableOffset
             optimizer.step(parameters: trainable + slice.lowerBound, gradients: gradients, count: slice.count,
-                           learningRate: schedule.learningRate(step: step), l1: Float(options.l1))
+                           learningRate: schedule.learningRate(step: step), l1: Float(options.l1), clearingGradients: clearing)
+            gradientsCleared = clearing
             try reducer.allgatherParameterSlices(trainable)
             return
         }

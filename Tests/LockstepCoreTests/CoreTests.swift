@@ -149,6 +149,19 @@ final class KernelAndBLASTests: XCTestCase {
             let expected = (3..<50).contains(i) ? ((original + Float(2 * i)) + (Float(3 * i) + 1e8)) * 0.5 : original
             XCTAssertEqual(sources[0].pointer[i].bitPattern, expected.bitPattern, "sum [\(i)]")
         }
+        // Clearing: the same sums, and the other sources are zero over the range (and only there).
+        let again = (0..<3).map { source in FloatBuffer((0..<53).map { Float($0 * (source + 1)) + (source == 2 ? 1e8 : 0) }) }
+        again.map(\.pointer).withUnsafeBufferPointer { table in
+            Kernels.sum(table.baseAddress!, sourceCount: 3, range: 3..<50, scaledBy: 0.5, into: again[0].pointer,
+                        clearingSources: true)
+        }
+        XCTAssertEqual(again[0].array.map(\.bitPattern), sources[0].array.map(\.bitPattern))
+        for source in 1..<3 {
+            for i in 0..<53 {
+                let original = Float(i * (source + 1)) + (source == 2 ? 1e8 : 0)
+                XCTAssertEqual(again[source].pointer[i], (3..<50).contains(i) ? 0 : original, "source \(source) [\(i)]")
+            }
+        }
         let bytes: [UInt8] = Array("a".utf8)
         XCTAssertEqual(bytes.withUnsafeBytes { Kernels.fnv1a($0) }, 0xaf63_dc4c_8601_ec8c)  // published FNV-1a 64 of "a"
     }

@@ -50,7 +50,7 @@ final class VectorKernelTests: XCTestCase {
             var sources: [UnsafeMutablePointer<Float>?] = [x, dy, x].map { row in UnsafeMutablePointer<Float>.allocate(capacity: count).initialized(from: row) }
             defer { sources.forEach { $0?.deallocate() } }
             var summed = [Float](repeating: 0, count: count)
-            bits.append(UInt32(lockstep_sum_sources(&sources, 3, 0, count, 1 / 3, &summed))); keep(summed)
+            bits.append(UInt32(lockstep_sum_sources(&sources, 3, 0, count, 1 / 3, &summed, 0))); keep(summed)
             for (momentum, nesterov, first) in [(Float(0), Int32(0), Int32(0)), (0.9, 0, 1), (0.9, 0, 0), (0.9, 1, 0)] {
                 var parameters = x, gradients = dy, velocity = summed
                 lockstep_sgd_step(&parameters, &gradients, &velocity, count, 0.05, momentum, 1e-4, nesterov, first, 1)
