@@ -523,6 +523,100 @@ INLINE void winograd_f45_body(lockstep_winograd_stage stage, const float *input,
     }
 }
 
+/// 2 × 2, stride 2 max pooling of `planes` planes of height × width (both even), first maximum in the order
+/// top-left, top-right, bottom-left, bottom-right, as the scalar loop it replaces; `rectify` applies max(·, 0) as
+/// Swift's max(v, 0) does (0 >= v ? 0 : v: a NaN passes). `winners` (may be null) gets each window's winner as an
+/// index inside its sample (channel · height · width + position in the plane). Rows go 16 windows at a time; a
+/// window group that runs past its row computes and stores neighbours that are overwritten later in the same pass
+/// (stores only go forward), so only the tensor's last rows fall back to single windows.
+INLINE void max_pool_2x2_body(const float *input, long planes, long height, long width, long channels, float *output,
+                              int *winners, int rectify) {
+    long columns = width / 2, rows = height / 2, input_total = planes * height * width, output_total = planes * rows * columns;
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (long p = 0; p < planes; p++) {
+        int plane_offset = (int)((p % channels) * height * width);
+        for (long oh = 0; oh < rows; oh++) {
+            const float *top = input + (p * height + 2 * oh) * width, *bottom = top + width;
+            long out = (p * rows + oh) * columns;
+            for (long ow = 0; ow < columns; ow += LANES) {
+                if ((bottom - input) + 2 * ow + 2 * LANES <= input_total && out + ow + LANES <= output_total) {
+                    v16f t0 = load(top + 2 * ow), t1 = load(top + 2 * ow + LANES);
+                    v16f b0 = load(bottom + 2 * ow), b1 = load(bottom + 2 * ow + LANES);
+                    v16f a = __builtin_shufflevector(t0, t1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    v16f b = __builtin_shufflevector(t0, t1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                    v16f c = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    v16f d = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                    v16i first = plane_offset + (int)(2 * oh * width) + 2 * ((int)ow + lane);
+                    v16f value = a;
+                    v16i best = first;
+                    v16i m = b > value;
+                    value = blend(m, b, value); best = (m & (first + 1)) | (~m & best);
+                    m = c > value;
+                    value = blend(m, c, value); best = (m & (first + (int)width)) | (~m & best);
+                    m = d > value;
+                    value = blend(m, d, value); best = (m & (first + (int)width + 1)) | (~m & best);
+                    if (rectify) value = blend(splat(0) >= value, splat(0), value);
+                    store(output + out + ow, value);
+                    if (winners) __builtin_memcpy(winners + out + ow, &best, sizeof best);
+                    continue;
+                }
+                for (long j = ow; j < columns && j < ow + LANES; j++) {
+                    long a = 2 * oh * width + 2 * j, c = a + width;
+                    const float *x = input + p * height * width;
+                    long best = a;
+                    float value = x[a];
+                    if (x[a + 1] > value) { best = a + 1; value = x[a + 1]; }
+                    if (x[c] > value) { best = c; value = x[c]; }
+                    if (x[c + 1] > value) { best = c + 1; value = x[c + 1]; }
+                    output[out + j] = rectify && 0 >= value ? 0 : value;
+                    if (winners) winners[out + j] = plane_offset + (int)best;
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `max_pool_2x2`: each input element gets its window's gradient if it won (and, `rectified`, the
+/// window's output is positive), else 0 (as 0 + g, the sign of zero the clear-then-add loop gave). Writes every input
+/// gradient, so needs no clearing; the same forward-only stores as the forward pass.
+INLINE void max_pool_2x2_backward_body(const float *output, const float *output_gradient, const int *winners,
+                                       long planes, long height, long width, long channels, float *input_gradient,
+                                       int rectified) {
+    long columns = width / 2, rows = height / 2, input_total = planes * height * width, output_total = planes * rows * columns;
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (long p = 0; p < planes; p++) {
+        int plane_offset = (int)((p % channels) * height * width);
+        for (long oh = 0; oh < rows; oh++) {
+            long out = (p * rows + oh) * columns;
+            // The top row's windows first, then the bottom row's: stores keep going forward.
+            for (int half = 0; half < 2; half++) {
+                float *dx = input_gradient + (p * height + 2 * oh + half) * width;
+                for (long ow = 0; ow < columns; ow += LANES) {
+                    if ((dx - input_gradient) + 2 * ow + 2 * LANES <= input_total && out + ow + LANES <= output_total) {
+                        v16f g = load(output_gradient + out + ow);
+                        if (rectified) g = blend(load(output + out + ow) > splat(0), g, splat(0));
+                        g = splat(0) + g;
+                        v16i won;
+                        __builtin_memcpy(&won, winners + out + ow, sizeof won);
+                        v16i relative = won - (plane_offset + (int)((2 * oh + half) * width) + 2 * ((int)ow + lane));
+                        v16f left = blend(relative == 0, g, splat(0)), right = blend(relative == 1, g, splat(0));
+                        store(dx + 2 * ow, __builtin_shufflevector(left, right, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+                        store(dx + 2 * ow + LANES,
+                              __builtin_shufflevector(left, right, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+                        continue;
+                    }
+                    for (long j = ow; j < columns && j < ow + LANES; j++) {
+                        float g = rectified && !(output[out + j] > 0) ? 0 : output_gradient[out + j];
+                        long left = plane_offset + (2 * oh + half) * width + 2 * j;
+                        dx[2 * j] = winners[out + j] == left ? 0 + g : 0;
+                        dx[2 * j + 1] = winners[out + j] == left + 1 ? 0 + g : 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// m[i][j] ← m[j][i] for a 16 × 16 block held as 16 vectors: four rounds, each exchanging one bit of the row index
 /// with the same bit of the column index (the off-diagonal h × h blocks of every 2h × 2h block swap places).
 INLINE void transpose16(v16f m[LANES]) {
@@ -638,6 +732,14 @@ VARIANTS(void, winograd_f45,
          (lockstep_winograd_stage stage, const float *input, long row_stride, long column_stride, float *output,
           long output_row_stride, long output_column_stride, int accumulate),
          (stage, input, row_stride, column_stride, output, output_row_stride, output_column_stride, accumulate))
+VARIANTS(void, max_pool_2x2,
+         (const float *input, long planes, long height, long width, long channels, float *output, int *winners,
+          int rectify),
+         (input, planes, height, width, channels, output, winners, rectify))
+VARIANTS(void, max_pool_2x2_backward,
+         (const float *output, const float *output_gradient, const int *winners, long planes, long height, long width,
+          long channels, float *input_gradient, int rectified),
+         (output, output_gradient, winners, planes, height, width, channels, input_gradient, rectified))
 VARIANTS(void, fill_rows, (float *matrix, const float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, layer_norm_forward,
@@ -671,6 +773,8 @@ typedef struct kernel_table {
     void (*tile_transform)(const lockstep_sparse_matrix *, const lockstep_sparse_matrix *, const float *, long, long,
                            float *, float *, long, long, int);
     void (*winograd_f45)(lockstep_winograd_stage, const float *, long, long, float *, long, long, int);
+    void (*max_pool_2x2)(const float *, long, long, long, long, float *, int *, int);
+    void (*max_pool_2x2_backward)(const float *, const float *, const int *, long, long, long, long, float *, int);
     void (*interleave_lanes)(const float *, long, long, long, long, long, float *, long);
     void (*deinterleave_lanes)(const float *, long, long, long, long, float *, long, long);
     void (*fill_rows)(float *, const float *, size_t, size_t);
@@ -686,7 +790,7 @@ typedef struct kernel_table {
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_##suffix, softmax_backward_##suffix, \
-                        tile_transform_##suffix, winograd_f45_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
+                        tile_transform_##suffix, winograd_f45_##suffix, max_pool_2x2_##suffix, max_pool_2x2_backward_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
                         all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
@@ -784,4 +888,13 @@ void lockstep_winograd_f45(lockstep_winograd_stage stage, const float *input, lo
 void lockstep_winograd_f45_matrices(float input_transform[64], float output_transform[32]) {
     memcpy(input_transform, f45_input_transform, sizeof f45_input_transform);
     memcpy(output_transform, f45_output_transform, sizeof f45_output_transform);
+}
+void lockstep_max_pool_2x2(const float *input, long planes, long height, long width, long channels, float *output,
+                           int *winners, int rectify) {
+    kernels.max_pool_2x2(input, planes, height, width, channels, output, winners, rectify);
+}
+void lockstep_max_pool_2x2_backward(const float *output, const float *output_gradient, const int *winners, long planes,
+                                    long height, long width, long channels, float *input_gradient, int rectified) {
+    kernels.max_pool_2x2_backward(output, output_gradient, winners, planes, height, width, channels, input_gradient,
+                                  rectified);
 }

@@ -195,3 +195,25 @@ public enum Kernels {
         return hash
     }
 }
+
+extension Kernels {
+    /// 2 × 2, stride 2 max pooling of `planes` planes of height × width (both even), first maximum in reading order;
+    /// `rectify` applies max(·, 0) as ReLU does. `winners` (may be nil) gets each window's winner as an index inside
+    /// its sample (channel · height · width + position, channel = plane mod `channels`).
+    @inline(__always)
+    public static func maxPool2x2(_ input: UnsafePointer<Float>, planes: Int, height: Int, width: Int, channels: Int,
+                                  into output: UnsafeMutablePointer<Float>, winners: UnsafeMutablePointer<Int32>?,
+                                  rectify: Bool) {
+        lockstep_max_pool_2x2(input, planes, height, width, channels, output, winners, rectify ? 1 : 0)
+    }
+
+    /// Backward of `maxPool2x2`: writes every input gradient (the window's gradient at its winner, 0 elsewhere; with
+    /// `rectified`, 0 too where the window's output is not positive).
+    @inline(__always)
+    public static func maxPool2x2Backward(output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                                          winners: UnsafePointer<Int32>, planes: Int, height: Int, width: Int,
+                                          channels: Int, into inputGradient: UnsafeMutablePointer<Float>, rectified: Bool) {
+        lockstep_max_pool_2x2_backward(output, outputGradient, winners, planes, height, width, channels, inputGradient,
+                                       rectified ? 1 : 0)
+    }
+}

@@ -72,6 +72,11 @@ public final class MaxPool2D: Layer {
     /// backward, so it does not pay for them).
     private func pool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, rectify: Bool, training: Bool) {
         let i = inputImage, o = outputImage, (kH, kW) = kernelSize, (sH, sW) = stride
+        if evenTwoByTwo {
+            Kernels.maxPool2x2(input, planes: batch * i.channels, height: i.height, width: i.width, channels: i.channels,
+                               into: output, winners: training ? argmax : nil, rectify: rectify)
+            return
+        }
         if kH == 2 && kW == 2 && sH == 2 && sW == 2 {
             if training {
                 forward2x2(input: input, output: output, batch: batch, rectify: rectify)
@@ -106,7 +111,13 @@ public final class MaxPool2D: Layer {
         }
     }
 
-    /// The common 2x2 / stride 2 window, unrolled; same first-maximum tie rule as the general loop.
+    /// 2x2 windows at stride 2 tiling an even-sized plane: CKernels' vector pooling (16 windows per step, no
+    /// clearing pass in backward: every input belongs to exactly one window).
+    private var evenTwoByTwo: Bool {
+        kernelSize == (2, 2) && stride == (2, 2) && inputImage.height % 2 == 0 && inputImage.width % 2 == 0
+    }
+
+    /// The common 2x2 / stride 2 window on odd sizes, unrolled; same first-maximum tie rule as the general loop.
     private func forward2x2(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, rectify: Bool) {
         let i = inputImage, o = outputImage
         let argmax = self.argmax!
@@ -155,6 +166,12 @@ public final class MaxPool2D: Layer {
                          into inputGradient: UnsafeMutablePointer<Float>, batch: Int, rectified: Bool) {
         let i = inputImage, o = outputImage
         let argmax = self.argmax!
+        if evenTwoByTwo {
+            Kernels.maxPool2x2Backward(output: output, outputGradient: outputGradient, winners: argmax,
+                                       planes: batch * i.channels, height: i.height, width: i.width, channels: i.channels,
+                                       into: inputGradient, rectified: rectified)
+            return
+        }
         // Zeroing first and then adding at the winners measured faster than writing every element once (2x2
         // windows): memset's string stores avoid reading the 6 MB target into cache, scalar stores do not.
         inputGradient.update(repeating: 0, count: batch * i.count)

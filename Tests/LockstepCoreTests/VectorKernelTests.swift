@@ -66,6 +66,13 @@ final class VectorKernelTests: XCTestCase {
         Kernels.tileTransform(transform, transform, from: tile, rowStride: 64, columnStride: 16, through: &temp,
                               to: &transformed, outputRowStride: 64, outputColumnStride: 16, accumulate: true)
         keep(transformed)
+        let image = randomRow(3 * 6 * 36, in: -1...1, seed: 23)
+        var pooled = [Float](repeating: 0, count: 3 * 3 * 18), winners = [Int32](repeating: 0, count: 3 * 3 * 18)
+        var pooledGradient = [Float](repeating: 0, count: image.count)
+        Kernels.maxPool2x2(image, planes: 3, height: 6, width: 36, channels: 3, into: &pooled, winners: &winners, rectify: true)
+        Kernels.maxPool2x2Backward(output: pooled, outputGradient: image, winners: winners, planes: 3, height: 6, width: 36,
+                                   channels: 3, into: &pooledGradient, rectified: true)
+        keep(pooled); keep(pooledGradient); bits += winners.map { UInt32(bitPattern: $0) }
         let tile8 = randomRow(8 * 8 * 16, in: -2...2, seed: 22)
         for stage in WinogradStage.allCases {
             var out = [Float](repeating: 1, count: 8 * 8 * 16)
@@ -188,6 +195,56 @@ final class VectorKernelTests: XCTestCase {
                     let inside = lane < lanes && r < rows && c < columns
                     XCTAssertEqual(back[lane * laneStride + offset], inside ? source[lane * laneStride + offset] : 3)
                 }
+            }
+        }
+    }
+
+    /// 2x2 max pooling and its backward against the scalar rule, on values with ties, NaNs and signed zeros, for
+    /// plane sizes with one and several 16-window groups per row and tensors ending inside a group.
+    func testMaxPool2x2MatchesTheScalarRule() {
+        for (planes, height, width, channels) in [(3, 28, 28, 2), (5, 14, 14, 5), (2, 6, 6, 1), (3, 4, 40, 3), (1, 2, 2, 1)] {
+            var rng = SplitMix(seed: UInt64(planes * 1000 + width))
+            // Few distinct values, so ties are common.
+            let choices: [Float] = [-1, -0.0, 0, 0.5, 1, 2, .nan]
+            let input = (0..<planes * height * width).map { _ in choices[Int(rng.next() % UInt64(choices.count))] }
+            let rows = height / 2, columns = width / 2, count = planes * rows * columns
+            let outputGradient = (0..<count).map { _ in [Float(-0.0), 1.5, -2][Int(rng.next() % 3)] }
+            for rectify in [false, true] {
+                var expected = [Float](repeating: 0, count: count), expectedWinners = [Int32](repeating: 0, count: count)
+                for p in 0..<planes {
+                    for oh in 0..<rows {
+                        for ow in 0..<columns {
+                            let a = 2 * oh * width + 2 * ow
+                            var best = a, value = input[p * height * width + a]
+                            for candidate in [a + 1, a + width, a + width + 1] where input[p * height * width + candidate] > value {
+                                best = candidate; value = input[p * height * width + candidate]
+                            }
+                            let k = (p * rows + oh) * columns + ow
+                            expected[k] = rectify ? max(value, 0) : value
+                            expectedWinners[k] = Int32((p % channels) * height * width + best)
+                        }
+                    }
+                }
+                var output = [Float](repeating: 7, count: count), winners = [Int32](repeating: -1, count: count)
+                Kernels.maxPool2x2(input, planes: planes, height: height, width: width, channels: channels, into: &output,
+                                   winners: &winners, rectify: rectify)
+                XCTAssertEqual(output.map(\.bitPattern), expected.map(\.bitPattern), "\(planes)x\(height)x\(width) rectify \(rectify)")
+                XCTAssertEqual(winners, expectedWinners, "\(planes)x\(height)x\(width) rectify \(rectify)")
+                var withoutWinners = [Float](repeating: 7, count: count)
+                Kernels.maxPool2x2(input, planes: planes, height: height, width: width, channels: channels,
+                                   into: &withoutWinners, winners: nil, rectify: rectify)
+                XCTAssertEqual(withoutWinners.map(\.bitPattern), expected.map(\.bitPattern))
+                // Backward: clear, then add each window's gradient at its winner (the loop the kernel replaces).
+                var expectedGradient = [Float](repeating: 0, count: input.count)
+                for k in 0..<count {
+                    let sample = k / (channels * rows * columns)
+                    expectedGradient[sample * channels * height * width + Int(winners[k])] +=
+                        rectify && !(output[k] > 0) ? 0 : outputGradient[k]
+                }
+                var gradient = [Float](repeating: 9, count: input.count)
+                Kernels.maxPool2x2Backward(output: output, outputGradient: outputGradient, winners: winners, planes: planes,
+                                           height: height, width: width, channels: channels, into: &gradient, rectified: rectify)
+                XCTAssertEqual(gradient.map(\.bitPattern), expectedGradient.map(\.bitPattern), "\(planes)x\(height)x\(width) backward rectify \(rectify)")
             }
         }
     }

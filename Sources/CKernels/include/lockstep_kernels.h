@@ -77,6 +77,18 @@ void lockstep_winograd_f45(lockstep_winograd_stage stage, const float *input, lo
 /// The Bᵀ (8 × 8) and Aᵀ (4 × 8) that `lockstep_winograd_f45` implements, row-major, so a caller can check they are its own.
 void lockstep_winograd_f45_matrices(float input_transform[64], float output_transform[32]);
 
+/// 2 × 2, stride 2 max pooling of `planes` row-major planes of height × width (both even): the first maximum in the
+/// order top-left, top-right, bottom-left, bottom-right; with `rectify`, max(·, 0) (0 >= v ? 0 : v, a NaN passes).
+/// `winners` (may be null) gets each window's winner as channel · height · width + position in the plane, with
+/// channel = plane mod `channels`.
+void lockstep_max_pool_2x2(const float *input, long planes, long height, long width, long channels, float *output,
+                           int *winners, int rectify);
+
+/// Its backward: every input gradient written, the window's gradient (0 + g) at its winner, 0 elsewhere; with
+/// `rectified`, 0 too where the window's output is not positive.
+void lockstep_max_pool_2x2_backward(const float *output, const float *output_gradient, const int *winners, long planes,
+                                    long height, long width, long channels, float *input_gradient, int rectified);
+
 /// Samples into lanes: destination[r·destination_row_stride + c·16 + lane] = source[lane·lane_stride + r·row_stride + c]
 /// for lane < `lanes` (≤ 16); the other lanes are set to 0. Strides in floats.
 void lockstep_interleave_lanes(const float *source, long lane_stride, long row_stride, long lanes, long rows, long columns,
