@@ -296,8 +296,10 @@ public final class GradientReducer {
             return UnsafeMutableBufferPointer(start: gradients.baseAddress! + trainableStart + range.lowerBound, count: range.count)
         } : nil
         self.shared = mode == .sharedMemory || throughNodes ? shared : nil
+        // `.sharedMemory` means every rank is on this node, so the node's segments are indexed by rank. Without them
+        // (a communicator that cannot share memory) the slices go through `allgatherSlices` and nothing is cleared.
         parameterSlices = mode == .sharedMemory && shardLayout != nil
-            ? try communicator.allocateNodeShared(floatCount: shardLayout!.largest) : nil
+            ? try communicator.allocateSharedWithinNode(floatCount: shardLayout!.largest) : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -592,7 +594,7 @@ public final class GradientReducer {
         ownSliceFinite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
                         scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local,
-                        clearingSources: true)
+                        clearingSources: clearsGradientsOutsideShard)
         }
     }
 
