@@ -172,8 +172,9 @@ public final class MaxPool2D: Layer {
                                        into: inputGradient, rectified: rectified)
             return
         }
-        // Zeroing first and then adding at the winners measured faster than writing every element once (2x2
-        // windows): memset's string stores avoid reading the 6 MB target into cache, scalar stores do not.
+        // Scalar fallback (odd sizes, other windows): zeroing first and then adding at the winners measured faster
+        // than writing every element once with scalar stores (memset's string stores avoid reading the target into
+        // cache); the even 2x2 kernel above writes whole vectors instead.
         inputGradient.update(repeating: 0, count: batch * i.count)
         // Accumulate: with stride < kernel one input can win several windows.
         for b in 0..<batch {
