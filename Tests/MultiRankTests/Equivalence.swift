@@ -35,6 +35,8 @@ enum Equivalence {
         var bound: Double
         /// How far training moved the parameters from their initial values (relative).
         var moved: Double
+        /// Whether the W-rank run ended with the regrouped reference's very bits (the same sums in the same order).
+        var matchesRegrouped = false
         /// The W-rank run.
         var parallel: MPIRun.Result
 
@@ -74,18 +76,29 @@ enum Equivalence {
         guard parallel.status == 0, let values = try? MPIRun.floats(paths[2]), values.count == single.count else {
             return Outcome(difference: .infinity, spread: spread, bound: multiple * max(spread, floor), moved: moved, parallel: parallel)
         }
+        let regrouped = try MPIRun.floats(paths[1])
         return Outcome(difference: MPIRun.relativeDifference(values, single), spread: spread,
-                       bound: multiple * max(spread, floor), moved: moved, parallel: parallel)
+                       bound: multiple * max(spread, floor), moved: moved,
+                       matchesRegrouped: values.map(\.bitPattern) == regrouped.map(\.bitPattern), parallel: parallel)
     }
 
-    /// The W-rank run succeeded, ended within the bound, moved the parameters, and every rank holds the same bits.
+    /// The W-rank run succeeded, ended within the bound (or on the regrouped reference's bits), moved the
+    /// parameters, and every rank holds the same bits.
     static func assertHolds(_ outcome: Outcome, ranks: Int, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(outcome.parallel.status, 0, "\(label): \(ranks) ranks failed: \(outcome.parallel.stderr)", file: file, line: line)
-        XCTAssertLessThanOrEqual(outcome.difference, outcome.bound, "\(label): \(outcome.summary)", file: file, line: line)
-        // Agreement within the bound proves something only if training moved the parameters further than it.
-        XCTAssertGreaterThan(outcome.moved, outcome.bound, "\(label): training must move the parameters (moved \(outcome.moved))",
-                             file: file, line: line)
-        print("equivalence \(label): \(outcome.summary), moved \(outcome.moved)")
+        if outcome.matchesRegrouped {
+            // Bit for bit the independent single-process run with the same sums: stronger than any bound, and it
+            // holds where Adam turns a rounding-sized gradient near 0 into a full step, so that the regrouping spread
+            // alone exceeds a tenth of what a short run moves (fashion-cnn with Adam: spread 3.3e-4, moved 1.9e-3).
+            XCTAssertGreaterThan(outcome.moved, multiple * floor, "\(label): training must move the parameters (moved \(outcome.moved))",
+                                 file: file, line: line)
+        } else {
+            XCTAssertLessThanOrEqual(outcome.difference, outcome.bound, "\(label): \(outcome.summary)", file: file, line: line)
+            // Agreement within the bound proves something only if training moved the parameters further than it.
+            XCTAssertGreaterThan(outcome.moved, outcome.bound, "\(label): training must move the parameters (moved \(outcome.moved))",
+                                 file: file, line: line)
+        }
+        print("equivalence \(label): \(outcome.summary), moved \(outcome.moved)\(outcome.matchesRegrouped ? ", the regrouped reference's bits" : "")")
         let checksums = outcome.parallel.stdout.split(separator: "\n").filter { $0.contains("parameter checksum") }
         XCTAssertEqual(checksums.count, ranks, "\(label): \(outcome.parallel.stdout)", file: file, line: line)
         XCTAssertEqual(Set(checksums.map { $0.split(separator: " ").last! }).count, 1, "\(label): ranks disagree: \(outcome.parallel.stdout)",
