@@ -208,18 +208,42 @@ INLINE void softmax_backward_body(const float *p, float *g, size_t count, size_t
     for (size_t j = full; j < count; j++) g[j] = 0;
 }
 
+/// masked_softmax over each row of a rows × count block: row i sees `visible` values, or visible + i when `causal`
+/// (a causal attention block is visible 1, causal). One call per block, not per row.
+INLINE void masked_softmax_rows_body(const float *x, float *y, size_t rows, size_t count, size_t visible, int causal) {
+    for (size_t i = 0; i < rows; i++) {
+        size_t seen = causal && visible + i < count ? visible + i : causal ? count : visible;
+        masked_softmax_body(x + i * count, y + i * count, count, seen);
+    }
+}
+
+/// softmax_backward over each row of a rows × count block, visible lengths as in masked_softmax_rows.
+INLINE void softmax_backward_rows_body(const float *p, float *g, size_t rows, size_t count, size_t visible, int causal) {
+    for (size_t i = 0; i < rows; i++) {
+        size_t seen = causal && visible + i < count ? visible + i : causal ? count : visible;
+        softmax_backward_body(p + i * count, g + i * count, count, seen);
+    }
+}
+
 INLINE float log_sum_exp_body(const float *x, size_t count) {
     float largest = maximum(x, count);
     return logf(shifted_exp_sum(x, NULL, count, largest)) + largest;
 }
 
-/// Every row of matrix[rows, width] = row (a GEMM's bias seed): vector stores, no call per row.
-INLINE void fill_rows_body(float *matrix, const float *row, size_t rows, size_t width) {
+/// Every row of matrix[rows, width] = row, or addend's row + row (a GEMM's bias seed, with a residual): vector
+/// stores, no call per row.
+INLINE void fill_rows_body(float *matrix, const float *row, const float *addend, size_t rows, size_t width) {
     size_t full = width & ~(size_t)(LANES - 1);
     for (size_t r = 0; r < rows; r++) {
         float *m = matrix + r * width;
-        for (size_t c = 0; c < full; c += LANES) store(m + c, load(row + c));
-        for (size_t c = full; c < width; c++) m[c] = row[c];
+        if (addend) {
+            const float *a = addend + r * width;
+            for (size_t c = 0; c < full; c += LANES) store(m + c, load(a + c) + load(row + c));
+            for (size_t c = full; c < width; c++) m[c] = a[c] + row[c];
+        } else {
+            for (size_t c = 0; c < full; c += LANES) store(m + c, load(row + c));
+            for (size_t c = full; c < width; c++) m[c] = row[c];
+        }
     }
 }
 
@@ -274,8 +298,9 @@ INLINE void layer_norm_forward_body(const float *input, float *output, const flo
 /// Its backward: weight and bias gradients accumulate; with `input_gradient` non-null,
 /// dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = dy · weight.
 INLINE void layer_norm_backward_body(const float *input, const float *output_gradient, float *input_gradient,
-                                     const float *weight, float *weight_gradient, float *bias_gradient,
-                                     const float *means, const float *inverse_deviations, size_t rows, size_t width) {
+                                     const float *addend, const float *weight, float *weight_gradient,
+                                     float *bias_gradient, const float *means, const float *inverse_deviations,
+                                     size_t rows, size_t width) {
     size_t full = width & ~(size_t)(LANES - 1);
     for (size_t row = 0; row < rows; row++) {
         const float *x = input + row * width, *dy = output_gradient + row * width;
@@ -302,13 +327,16 @@ INLINE void layer_norm_backward_body(const float *input, const float *output_gra
         mean_gradient /= (float)width;
         mean_projection /= (float)width;
         float *dx = input_gradient + row * width;
+        const float *a = addend ? addend + row * width : NULL;
         for (size_t i = 0; i < full; i += LANES) {
             v16f normalized = (load(x + i) - mean) * inverse;
-            store(dx + i, inverse * (load(dy + i) * load(weight + i) - mean_gradient - normalized * mean_projection));
+            v16f value = inverse * (load(dy + i) * load(weight + i) - mean_gradient - normalized * mean_projection);
+            store(dx + i, a ? load(a + i) + value : value);
         }
         for (size_t j = full; j < width; j++) {
             float normalized = (x[j] - mean) * inverse;
-            dx[j] = inverse * (dy[j] * weight[j] - mean_gradient - normalized * mean_projection);
+            float value = inverse * (dy[j] * weight[j] - mean_gradient - normalized * mean_projection);
+            dx[j] = a ? a[j] + value : value;
         }
     }
 }
@@ -714,7 +742,8 @@ VARIANTS(void, gelu_backward, (const float *x, const float *dy, float *dx, const
          (x, dy, dx, gates, count))
 VARIANTS(void, softmax, (const float *x, float *y, size_t count), (x, y, count))
 VARIANTS(float, log_sum_exp, (const float *x, size_t count), (x, count))
-VARIANTS(void, masked_softmax, (const float *x, float *y, size_t count, size_t visible), (x, y, count, visible))
+VARIANTS(void, masked_softmax_rows, (const float *x, float *y, size_t rows, size_t count, size_t visible, int causal),
+         (x, y, rows, count, visible, causal))
 VARIANTS(void, tile_transform,
          (const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input, long row_stride,
           long column_stride, float *temp, float *output, long output_row_stride, long output_column_stride,
@@ -740,18 +769,19 @@ VARIANTS(void, max_pool_2x2_backward,
          (const float *output, const float *output_gradient, const int *winners, long planes, long height, long width,
           long channels, float *input_gradient, int rectified),
          (output, output_gradient, winners, planes, height, width, channels, input_gradient, rectified))
-VARIANTS(void, fill_rows, (float *matrix, const float *row, size_t rows, size_t width), (matrix, row, rows, width))
+VARIANTS(void, fill_rows, (float *matrix, const float *row, const float *addend, size_t rows, size_t width),
+         (matrix, row, addend, rows, width))
 VARIANTS(void, sum_rows, (const float *matrix, float *row, size_t rows, size_t width), (matrix, row, rows, width))
 VARIANTS(void, layer_norm_forward,
          (const float *input, float *output, const float *weight, const float *bias, float *means,
           float *inverse_deviations, size_t rows, size_t width, float epsilon),
          (input, output, weight, bias, means, inverse_deviations, rows, width, epsilon))
 VARIANTS(void, layer_norm_backward,
-         (const float *input, const float *output_gradient, float *input_gradient, const float *weight,
-          float *weight_gradient, float *bias_gradient, const float *means, const float *inverse_deviations,
-          size_t rows, size_t width),
-         (input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means, inverse_deviations,
-          rows, width))
+         (const float *input, const float *output_gradient, float *input_gradient, const float *addend,
+          const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
+          const float *inverse_deviations, size_t rows, size_t width),
+         (input, output_gradient, input_gradient, addend, weight, weight_gradient, bias_gradient, means,
+          inverse_deviations, rows, width))
 VARIANTS(int, all_finite, (const float *x, size_t count), (x, count))
 VARIANTS(int, sum_sources,
          (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out, int clearing),
@@ -760,7 +790,8 @@ VARIANTS(void, sgd_step,
          (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
           float weight_decay, int nesterov, int first_step, int clearing),
          (parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step, clearing))
-VARIANTS(void, softmax_backward, (const float *p, float *g, size_t count, size_t visible), (p, g, count, visible))
+VARIANTS(void, softmax_backward_rows, (const float *p, float *g, size_t rows, size_t count, size_t visible, int causal),
+         (p, g, rows, count, visible, causal))
 
 typedef struct kernel_table {
     void (*exp)(const float *, float *, size_t);
@@ -768,8 +799,8 @@ typedef struct kernel_table {
     void (*gelu_backward)(const float *, const float *, float *, const float *, size_t);
     void (*softmax)(const float *, float *, size_t);
     float (*log_sum_exp)(const float *, size_t);
-    void (*masked_softmax)(const float *, float *, size_t, size_t);
-    void (*softmax_backward)(const float *, float *, size_t, size_t);
+    void (*masked_softmax_rows)(const float *, float *, size_t, size_t, size_t, int);
+    void (*softmax_backward_rows)(const float *, float *, size_t, size_t, size_t, int);
     void (*tile_transform)(const lockstep_sparse_matrix *, const lockstep_sparse_matrix *, const float *, long, long,
                            float *, float *, long, long, int);
     void (*winograd_f45)(lockstep_winograd_stage, const float *, long, long, float *, long, long, int);
@@ -777,19 +808,19 @@ typedef struct kernel_table {
     void (*max_pool_2x2_backward)(const float *, const float *, const int *, long, long, long, long, float *, int);
     void (*interleave_lanes)(const float *, long, long, long, long, long, float *, long);
     void (*deinterleave_lanes)(const float *, long, long, long, long, float *, long, long);
-    void (*fill_rows)(float *, const float *, size_t, size_t);
+    void (*fill_rows)(float *, const float *, const float *, size_t, size_t);
     void (*sum_rows)(const float *, float *, size_t, size_t);
     void (*layer_norm_forward)(const float *, float *, const float *, const float *, float *, float *, size_t, size_t,
                                float);
-    void (*layer_norm_backward)(const float *, const float *, float *, const float *, float *, float *, const float *,
-                                const float *, size_t, size_t);
+    void (*layer_norm_backward)(const float *, const float *, float *, const float *, const float *, float *, float *,
+                                const float *, const float *, size_t, size_t);
     int (*all_finite)(const float *, size_t);
     int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *, int);
     void (*sgd_step)(float *, float *, float *, size_t, float, float, float, int, int, int);
 } kernel_table;
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
-                        masked_softmax_##suffix, softmax_backward_##suffix, \
+                        masked_softmax_rows_##suffix, softmax_backward_rows_##suffix, \
                         tile_transform_##suffix, winograd_f45_##suffix, max_pool_2x2_##suffix, max_pool_2x2_backward_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
                         all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
@@ -834,11 +865,11 @@ void lockstep_gelu_backward(const float *x, const float *dy, float *dx, const fl
 }
 void lockstep_softmax(const float *x, float *y, size_t count) { kernels.softmax(x, y, count); }
 float lockstep_log_sum_exp(const float *x, size_t count) { return kernels.log_sum_exp(x, count); }
-void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visible) {
-    kernels.masked_softmax(x, y, count, visible);
+void lockstep_masked_softmax(const float *x, float *y, size_t rows, size_t count, size_t visible, int causal) {
+    kernels.masked_softmax_rows(x, y, rows, count, visible, causal);
 }
-void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible) {
-    kernels.softmax_backward(p, g, count, visible);
+void lockstep_softmax_backward(const float *p, float *g, size_t rows, size_t count, size_t visible, int causal) {
+    kernels.softmax_backward_rows(p, g, rows, count, visible, causal);
 }
 void lockstep_sum_rows(const float *matrix, float *row, size_t rows, size_t width) {
     kernels.sum_rows(matrix, row, rows, width);
@@ -848,10 +879,11 @@ void lockstep_layer_norm_forward(const float *input, float *output, const float 
     kernels.layer_norm_forward(input, output, weight, bias, means, inverse_deviations, rows, width, epsilon);
 }
 void lockstep_layer_norm_backward(const float *input, const float *output_gradient, float *input_gradient,
-                                  const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
-                                  const float *inverse_deviations, size_t rows, size_t width) {
-    kernels.layer_norm_backward(input, output_gradient, input_gradient, weight, weight_gradient, bias_gradient, means,
-                                inverse_deviations, rows, width);
+                                  const float *addend, const float *weight, float *weight_gradient,
+                                  float *bias_gradient, const float *means, const float *inverse_deviations,
+                                  size_t rows, size_t width) {
+    kernels.layer_norm_backward(input, output_gradient, input_gradient, addend, weight, weight_gradient, bias_gradient,
+                                means, inverse_deviations, rows, width);
 }
 int lockstep_all_finite(const float *x, size_t count) { return kernels.all_finite(x, count); }
 int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out,
@@ -863,8 +895,8 @@ void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, siz
     kernels.sgd_step(parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step,
                      clearing);
 }
-void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width) {
-    kernels.fill_rows(matrix, row, rows, width);
+void lockstep_fill_rows(float *matrix, const float *row, const float *addend, size_t rows, size_t width) {
+    kernels.fill_rows(matrix, row, addend, rows, width);
 }
 void lockstep_tile_transform(const lockstep_sparse_matrix *p, const lockstep_sparse_matrix *q, const float *input,
                              long row_stride, long column_stride, float *temp, float *output, long output_row_stride,

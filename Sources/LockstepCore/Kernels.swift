@@ -83,14 +83,29 @@ public enum Kernels {
     /// Softmax of x[0..<visible] into y and zeros in y[visible..<count] (a causal attention row); `y` may be `x`.
     @inline(__always)
     public static func maskedSoftmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int, visible: Int) {
-        lockstep_masked_softmax(x, y, count, visible)
+        lockstep_masked_softmax(x, y, 1, count, visible, 0)
+    }
+
+    /// `maskedSoftmax` over each row of a rows × count block in one call; row i sees i + 1 values when `causal`, all
+    /// `count` otherwise (attention scores: one call per head instead of one per row).
+    @inline(__always)
+    public static func maskedSoftmax(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, count: Int,
+                                     causal: Bool) {
+        lockstep_masked_softmax(x, y, rows, count, causal ? 1 : count, causal ? 1 : 0)
     }
 
     /// Softmax backward in place over one row: g = p ⊙ (g − ⟨g, p⟩) for the first `visible` values, 0 after them.
     @inline(__always)
     public static func softmaxBackward(probabilities p: UnsafePointer<Float>, gradient g: UnsafeMutablePointer<Float>,
                                        count: Int, visible: Int) {
-        lockstep_softmax_backward(p, g, count, visible)
+        lockstep_softmax_backward(p, g, 1, count, visible, 0)
+    }
+
+    /// `softmaxBackward` over each row of a rows × count block, visible lengths as in `maskedSoftmax(_:into:rows:…)`.
+    @inline(__always)
+    public static func softmaxBackward(probabilities p: UnsafePointer<Float>, gradient g: UnsafeMutablePointer<Float>,
+                                       rows: Int, count: Int, causal: Bool) {
+        lockstep_softmax_backward(p, g, rows, count, causal ? 1 : count, causal ? 1 : 0)
     }
 
     /// log Σ exp(x) over `count` > 0 values, stable (the maximum is factored out).
@@ -123,14 +138,16 @@ public enum Kernels {
         lockstep_layer_norm_forward(x, y, weight, bias, means, inverseDeviations, rows, width, epsilon)
     }
 
-    /// Layer normalization backward: `weightGradient` and `biasGradient` accumulate, `inputGradient` is written.
+    /// Layer normalization backward: `weightGradient` and `biasGradient` accumulate, `inputGradient` is written (plus
+    /// `addend`, a residual path's gradient, when given: one pass instead of a second one adding it).
     @inline(__always)
     public static func layerNormBackward(_ x: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
-                                         inputGradient: UnsafeMutablePointer<Float>?, weight: UnsafePointer<Float>,
+                                         inputGradient: UnsafeMutablePointer<Float>?, adding addend: UnsafePointer<Float>? = nil,
+                                         weight: UnsafePointer<Float>,
                                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                                          means: UnsafePointer<Float>, inverseDeviations: UnsafePointer<Float>,
                                          rows: Int, width: Int) {
-        lockstep_layer_norm_backward(x, outputGradient, inputGradient, weight, weightGradient, biasGradient, means,
+        lockstep_layer_norm_backward(x, outputGradient, inputGradient, addend, weight, weightGradient, biasGradient, means,
                                      inverseDeviations, rows, width)
     }
 
@@ -155,9 +172,11 @@ public enum Kernels {
 
     /// Writes the same `row` (length `width`) into each of `rows` rows of `matrix`: seeds a GEMM with its bias, so the
     /// GEMM adds into it (beta = 1) instead of OpenBLAS clearing C first (a memset pass) and a second pass adding the bias.
+    /// With `addend` (rows × width), each row is addend's row + `row` instead: a residual joins the seed.
     @inline(__always)
-    public static func fillRows(_ matrix: UnsafeMutablePointer<Float>, with row: UnsafePointer<Float>, rows: Int, width: Int) {
-        lockstep_fill_rows(matrix, row, rows, width)
+    public static func fillRows(_ matrix: UnsafeMutablePointer<Float>, with row: UnsafePointer<Float>,
+                                adding addend: UnsafePointer<Float>? = nil, rows: Int, width: Int) {
+        lockstep_fill_rows(matrix, row, addend, rows, width)
     }
 
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.

@@ -76,6 +76,12 @@ public final class MultiHeadSelfAttention: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context layerContext: LayerContext) {
+        forward(input: input, output: output, adding: nil, batch: batch, context: layerContext)
+    }
+
+    /// The forward pass plus `residual` ([rows, D], may be nil), added in the pass that seeds the output bias.
+    public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>?,
+                        batch: Int, context layerContext: LayerContext) {
         let d = dimensions, t = time, dh = headDimensions, rows = batch * time
         let scale = 1 / Float(dh).squareRoot()
         // qkv [rows, 3D] = bias + x [rows, D] · weight_qkvᵀ (the GEMM adds into the bias rows)
@@ -90,14 +96,14 @@ public final class MultiHeadSelfAttention: Layer {
                 // scores [T, T] = Q · Kᵀ / √d_head
                 BLAS.gemm(transposeB: true, m: t, n: t, k: dh, alpha: scale, a: q, lda: 3 * d, b: k, ldb: 3 * d, c: p, ldc: t)
                 // Masked weights are exactly zero, so the GEMMs below ignore future steps.
-                for i in 0..<t { Kernels.maskedSoftmax(p + i * t, into: p + i * t, count: t, visible: causal ? i + 1 : t) }
+                Kernels.maskedSoftmax(p, into: p, rows: t, count: t, causal: causal)
                 // context[:, head] [T, d_head] = P [T, T] · V [T, d_head]
                 BLAS.gemm(m: t, n: dh, k: t, a: p, lda: t, b: v, ldb: 3 * d,
                           c: context.pointer + b * t * d + head * dh, ldc: d)
             }
         }
-        // output [rows, D] = bias + context · weight_outᵀ
-        Kernels.fillRows(output, with: biasOut, rows: rows, width: d)
+        // output [rows, D] = (residual +) bias + context · weight_outᵀ
+        Kernels.fillRows(output, with: biasOut, adding: residual, rows: rows, width: d)
         BLAS.gemm(transposeB: true, m: rows, n: d, k: d, a: context.pointer, lda: d, b: weightOut, ldb: d,
                   beta: 1, c: output, ldc: d)
     }
@@ -124,9 +130,7 @@ public final class MultiHeadSelfAttention: Layer {
                 BLAS.gemm(transposeA: true, m: t, n: dh, k: t, a: p, lda: t, b: dContext, ldb: d,
                           c: dBase + 2 * d + head * dh, ldc: 3 * d)
                 // Softmax backward per row: dS = P ⊙ (dP − ⟨dP, P⟩); masked entries have P = 0, so dS = 0 there.
-                for i in 0..<t {
-                    Kernels.softmaxBackward(probabilities: p + i * t, gradient: dS + i * t, count: t, visible: causal ? i + 1 : t)
-                }
+                Kernels.softmaxBackward(probabilities: p, gradient: dS, rows: t, count: t, causal: causal)
                 // dQ = dS · K / √d_head, dK = dSᵀ · Q / √d_head
                 BLAS.gemm(m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: k, ldb: 3 * d, c: dBase + head * dh, ldc: 3 * d)
                 BLAS.gemm(transposeA: true, m: t, n: dh, k: t, alpha: scale, a: dS, lda: t, b: q, ldb: 3 * d,
@@ -159,7 +163,7 @@ public final class TransformerBlock: Layer {
     private let expand: Linear, contract: Linear
     private var time = 0
     // Planned activations and gradient scratch, [batch, time, ·].
-    private var normalized1 = FloatBuffer(count: 0), attended = FloatBuffer(count: 0), residual = FloatBuffer(count: 0)
+    private var normalized1 = FloatBuffer(count: 0), residual = FloatBuffer(count: 0)
     private var normalized2 = FloatBuffer(count: 0), expanded = FloatBuffer(count: 0), activated = FloatBuffer(count: 0)
     /// GELU's σ(2u) from the training forward pass, so backward needs no exp.
     private var gates = FloatBuffer(count: 0)
@@ -215,19 +219,17 @@ public final class TransformerBlock: Layer {
         norm2.plan(batchSize: batchSize, inputShape: inputShape)
         let narrow = batchSize * time * dimensions, wide = batchSize * time * mlpDimensions
         guard normalized1.count < narrow else { return }
-        normalized1 = FloatBuffer(count: narrow); attended = FloatBuffer(count: narrow); residual = FloatBuffer(count: narrow)
+        normalized1 = FloatBuffer(count: narrow); residual = FloatBuffer(count: narrow)
         normalized2 = FloatBuffer(count: narrow); expanded = FloatBuffer(count: wide); activated = FloatBuffer(count: wide)
         gates = FloatBuffer(count: usesGELU ? wide : 0)
         wideGradient = FloatBuffer(count: wide); narrowGradient = FloatBuffer(count: narrow); residualGradient = FloatBuffer(count: narrow)
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
-        let rows = batch * time, narrow = rows * dimensions, wide = rows * mlpDimensions
+        let rows = batch * time, wide = rows * mlpDimensions
         norm1.forward(input: input, output: normalized1.pointer, batch: batch, context: context)
-        attention.forward(input: normalized1.pointer, output: attended.pointer, batch: batch, context: context)
-        // residual = x + attention(LN1(x))
-        residual.pointer.update(from: input, count: narrow)
-        Kernels.add(attended.pointer, into: residual.pointer, count: narrow)
+        // residual = x + attention(LN1(x)), x joining the attention's bias seed (no pass of its own)
+        attention.forward(input: normalized1.pointer, output: residual.pointer, adding: input, batch: batch, context: context)
         norm2.forward(input: residual.pointer, output: normalized2.pointer, batch: batch, context: context)
         expand.forward(input: normalized2.pointer, output: expanded.pointer, batch: rows, context: context)
         if usesGELU {
@@ -235,14 +237,13 @@ public final class TransformerBlock: Layer {
         } else {
             for i in 0..<wide { activated.pointer[i] = max(expanded.pointer[i], 0) }
         }
-        // output = residual + MLP(LN2(residual))
-        contract.forward(input: activated.pointer, output: output, batch: rows, context: context)
-        Kernels.add(residual.pointer, into: output, count: narrow)
+        // output = residual + MLP(LN2(residual)), the residual joining the bias seed
+        contract.forward(input: activated.pointer, output: output, adding: residual.pointer, batch: rows, context: context)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                          inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
-        let rows = batch * time, narrow = rows * dimensions, wide = rows * mlpDimensions
+        let rows = batch * time, wide = rows * mlpDimensions
         // MLP branch, back to dL/d(LN2 output) in narrowGradient.
         contract.backward(input: activated.pointer, output: output, outputGradient: outputGradient,
                           inputGradient: wideGradient.pointer, batch: rows)
@@ -253,20 +254,14 @@ public final class TransformerBlock: Layer {
         }
         expand.backward(input: normalized2.pointer, output: expanded.pointer, outputGradient: wideGradient.pointer,
                         inputGradient: narrowGradient.pointer, batch: rows)
-        // dL/dresidual = dy (skip path) + LN2 backward.
-        norm2.backward(input: residual.pointer, output: normalized2.pointer, outputGradient: narrowGradient.pointer,
-                       inputGradient: residualGradient.pointer, batch: batch)
-        Kernels.add(outputGradient, into: residualGradient.pointer, count: narrow)
+        // dL/dresidual = dy (skip path) + LN2 backward, added as LN2 backward writes.
+        norm2.backward(input: residual.pointer, outputGradient: narrowGradient.pointer,
+                       inputGradient: residualGradient.pointer, adding: outputGradient, batch: batch)
         // Attention branch, back to dL/d(LN1 output) in narrowGradient.
-        attention.backward(input: normalized1.pointer, output: attended.pointer, outputGradient: residualGradient.pointer,
+        attention.backward(input: normalized1.pointer, output: residual.pointer, outputGradient: residualGradient.pointer,
                            inputGradient: narrowGradient.pointer, batch: batch)
-        if let inputGradient {
-            norm1.backward(input: input, output: normalized1.pointer, outputGradient: narrowGradient.pointer,
-                           inputGradient: inputGradient, batch: batch)
-            Kernels.add(residualGradient.pointer, into: inputGradient, count: narrow)
-        } else {
-            norm1.backward(input: input, output: normalized1.pointer, outputGradient: narrowGradient.pointer,
-                           inputGradient: nil, batch: batch)
-        }
+        // dL/dx = dL/dresidual (skip path) + LN1 backward.
+        norm1.backward(input: input, outputGradient: narrowGradient.pointer, inputGradient: inputGradient,
+                       adding: residualGradient.pointer, batch: batch)
     }
 }

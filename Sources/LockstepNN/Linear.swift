@@ -46,11 +46,22 @@ public final class Linear: Layer {
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
-        // output[batch, out] = bias + input[batch, in] · weightᵀ[in, out]; the GEMM adds into the bias rows (beta = 1).
-        if let bias { Kernels.fillRows(output, with: bias, rows: batch, width: outputDimensions) }
+        forward(input: input, output: output, adding: nil, batch: batch, context: context)
+    }
+
+    /// The forward pass plus `residual` ([batch, out], may be nil), added in the pass that seeds the bias.
+    public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>?,
+                        batch: Int, context: LayerContext) {
+        // output[batch, out] = (residual +) bias + input[batch, in] · weightᵀ[in, out]; the GEMM adds into the seeded
+        // rows (beta = 1).
+        if let bias {
+            Kernels.fillRows(output, with: bias, adding: residual, rows: batch, width: outputDimensions)
+        } else if let residual {
+            output.update(from: residual, count: batch * outputDimensions)
+        }
         BLAS.gemm(transposeB: true, m: batch, n: outputDimensions, k: inputDimensions,
                   a: input, lda: inputDimensions, b: weight, ldb: inputDimensions,
-                  beta: bias == nil ? 0 : 1, c: output, ldc: outputDimensions)
+                  beta: bias == nil && residual == nil ? 0 : 1, c: output, ldc: outputDimensions)
     }
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,

@@ -258,8 +258,15 @@ public final class LayerNorm: Layer {
 
     public func backward(input: UnsafePointer<Float>, output: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                          inputGradient: UnsafeMutablePointer<Float>?, batch: Int) {
-        // dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = dy · γ.
-        Kernels.layerNormBackward(input, outputGradient: outputGradient, inputGradient: inputGradient, weight: weight,
+        backward(input: input, outputGradient: outputGradient, inputGradient: inputGradient, adding: nil, batch: batch)
+    }
+
+    /// The backward pass with `residualGradient` (may be nil) added to the input gradient in the same pass.
+    public func backward(input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         inputGradient: UnsafeMutablePointer<Float>?, adding residualGradient: UnsafePointer<Float>?, batch: Int) {
+        // dx = (residual gradient +) invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = dy · γ.
+        Kernels.layerNormBackward(input, outputGradient: outputGradient, inputGradient: inputGradient,
+                                  adding: residualGradient, weight: weight,
                                   weightGradient: weightGradient, biasGradient: biasGradient, means: means.pointer,
                                   inverseDeviations: inverseDeviations.pointer, rows: batch * rowsPerSample, width: features)
     }

@@ -27,13 +27,30 @@ final class VectorKernelTests: XCTestCase {
             lockstep_softmax(x, &y, count); keep(y)
             keep([lockstep_log_sum_exp(x, count)])
             for visible in Set([1, count / 2 + 1, count]).sorted() {
-                lockstep_masked_softmax(x, &y, count, visible); keep(y)
+                lockstep_masked_softmax(x, &y, 1, count, visible, 0); keep(y)
                 var g = dy
-                lockstep_softmax_backward(y, &g, count, visible); keep(g)
+                lockstep_softmax_backward(y, &g, 1, count, visible, 0); keep(g)
+            }
+            // A causal block in one call: row i is the one-row kernel with i + 1 visible (the last rows all of them).
+            let block = (0..<(count + 2)).flatMap { randomRow(count, in: -12...12, seed: UInt64(1000 * index + $0)) }
+            var probabilities = [Float](repeating: 0, count: block.count), blockGradient = block.map { $0 / 12 }
+            lockstep_masked_softmax(block, &probabilities, count + 2, count, 1, 1); keep(probabilities)
+            let gradientBefore = blockGradient
+            lockstep_softmax_backward(probabilities, &blockGradient, count + 2, count, 1, 1); keep(blockGradient)
+            for row in 0..<(count + 2) {
+                let range = (row * count)..<((row + 1) * count)
+                var one = [Float](repeating: 0, count: count), oneGradient = Array(gradientBefore[range])
+                lockstep_masked_softmax(Array(block[range]), &one, 1, count, min(row + 1, count), 0)
+                lockstep_softmax_backward(one, &oneGradient, 1, count, min(row + 1, count), 0)
+                XCTAssertEqual(Array(probabilities[range]).map(\.bitPattern), one.map(\.bitPattern), "count \(count) row \(row)")
+                XCTAssertEqual(Array(blockGradient[range]).map(\.bitPattern), oneGradient.map(\.bitPattern), "count \(count) row \(row)")
             }
             var filled = [Float](repeating: 0, count: 3 * count)
-            lockstep_fill_rows(&filled, dy, 3, count); keep(filled)
+            lockstep_fill_rows(&filled, dy, nil, 3, count); keep(filled)
             XCTAssertEqual(filled, dy + dy + dy)
+            let residual = x + dy + x
+            lockstep_fill_rows(&filled, dy, residual, 3, count); keep(filled)
+            XCTAssertEqual(filled, zip(residual, dy + dy + dy).map { $0 + $1 })
             var sums = randomRow(count, in: -1...1, seed: 7)
             lockstep_sum_rows(x + dy + x, &sums, 3, count); keep(sums)
             var means = [Float](repeating: 0, count: 3), inverses = means
@@ -43,9 +60,14 @@ final class VectorKernelTests: XCTestCase {
             keep(normalized); keep(means); keep(inverses)
             var weightGradient = [Float](repeating: 0, count: count), biasGradient = weightGradient
             var inputGradient = [Float](repeating: 0, count: 3 * count)
-            lockstep_layer_norm_backward(x + dy + x, dy + x + dy, &inputGradient, weight, &weightGradient, &biasGradient,
+            lockstep_layer_norm_backward(x + dy + x, dy + x + dy, &inputGradient, nil, weight, &weightGradient, &biasGradient,
                                          means, inverses, 3, count)
             keep(inputGradient); keep(weightGradient); keep(biasGradient)
+            // With an addend (a residual's gradient): the same values plus it, in one pass.
+            var summedGradient = inputGradient
+            lockstep_layer_norm_backward(x + dy + x, dy + x + dy, &summedGradient, residual, weight, &weightGradient,
+                                         &biasGradient, means, inverses, 3, count)
+            XCTAssertEqual(summedGradient, zip(residual, inputGradient).map { $0 + $1 })
             bits.append(UInt32(lockstep_all_finite(x, count)))
             var sources: [UnsafeMutablePointer<Float>?] = [x, dy, x].map { row in UnsafeMutablePointer<Float>.allocate(capacity: count).initialized(from: row) }
             defer { sources.forEach { $0?.deallocate() } }

@@ -34,11 +34,13 @@ void lockstep_softmax(const float *x, float *y, size_t count);
 /// log Σ e^x over `count` > 0 values, max-shifted.
 float lockstep_log_sum_exp(const float *x, size_t count);
 
-/// Softmax of x[0..<visible] into y, with y[visible..<count] = 0 (a causal attention row); `y` may be `x`.
-void lockstep_masked_softmax(const float *x, float *y, size_t count, size_t visible);
+/// For each row of a rows × count block: softmax of its first `visible` values (visible + i in row i when `causal`,
+/// at most count) into y, the rest of the row 0 (causal attention: visible 1, causal); `y` may be `x`.
+void lockstep_masked_softmax(const float *x, float *y, size_t rows, size_t count, size_t visible, int causal);
 
-/// Softmax backward in place: g = p ⊙ (g − ⟨g, p⟩) over g[0..<visible], g[visible..<count] = 0.
-void lockstep_softmax_backward(const float *p, float *g, size_t count, size_t visible);
+/// Softmax backward in place, each row of a rows × count block: g = p ⊙ (g − ⟨g, p⟩) over the row's visible values
+/// (as in lockstep_masked_softmax), 0 after them.
+void lockstep_softmax_backward(const float *p, float *g, size_t rows, size_t count, size_t visible, int causal);
 
 /// A small matrix as its nonzeros by row (compressed sparse rows): row i's are entries starts[i] ..< starts[i + 1].
 typedef struct lockstep_sparse_matrix {
@@ -99,8 +101,9 @@ void lockstep_interleave_lanes(const float *source, long lane_stride, long row_s
 void lockstep_deinterleave_lanes(const float *source, long source_row_stride, long lanes, long rows, long columns,
                                  float *destination, long lane_stride, long row_stride);
 
-/// Writes `row` (width values) into each of the `rows` rows of a row-major matrix (a GEMM's bias seed).
-void lockstep_fill_rows(float *matrix, const float *row, size_t rows, size_t width);
+/// Writes `row` (width values) into each of the `rows` rows of a row-major matrix, or with `addend` (a rows × width
+/// matrix, may be null) addend's row + `row`: a GEMM's bias seed, with a residual.
+void lockstep_fill_rows(float *matrix, const float *row, const float *addend, size_t rows, size_t width);
 
 /// row[c] += Σ_r matrix[r, c] over a row-major rows × width matrix (bias gradients).
 void lockstep_sum_rows(const float *matrix, float *row, size_t rows, size_t width);
@@ -111,10 +114,11 @@ void lockstep_layer_norm_forward(const float *input, float *output, const float 
                                  float *inverse_deviations, size_t rows, size_t width, float epsilon);
 
 /// Layer normalization backward: weight_gradient and bias_gradient accumulate; `input_gradient` (may be null) is
-/// written.
+/// written, plus `addend` (a residual's gradient; may be null) when given.
 void lockstep_layer_norm_backward(const float *input, const float *output_gradient, float *input_gradient,
-                                  const float *weight, float *weight_gradient, float *bias_gradient, const float *means,
-                                  const float *inverse_deviations, size_t rows, size_t width);
+                                  const float *addend, const float *weight, float *weight_gradient,
+                                  float *bias_gradient, const float *means, const float *inverse_deviations,
+                                  size_t rows, size_t width);
 
 /// 1 when every value is finite, else 0.
 int lockstep_all_finite(const float *x, size_t count);
