@@ -180,13 +180,17 @@ int lockstep_mpi_shared_allocate(size_t byte_count, void **base, lockstep_mpi_wi
     return rc;
 }
 
-int lockstep_mpi_shared_query(lockstep_mpi_window *window, int local_rank, void **base) {
+int lockstep_mpi_shared_query(lockstep_mpi_window *window, int local_rank, void **base, size_t *byte_count) {
     MPI_Win handle;
     memcpy(&handle, window->opaque, sizeof handle);
     MPI_Aint size = 0;
     int unit = 0;
     int rc = MPI_Win_shared_query(handle, local_rank, &size, &unit, base);
-    if (rc == MPI_SUCCESS) *base = align_cache_line(*base);
+    if (rc != MPI_SUCCESS) return rc;
+    char *start = *base;
+    *base = align_cache_line(start);
+    size_t skipped = (size_t)((char *)*base - start);
+    *byte_count = (size_t)size > skipped ? (size_t)size - skipped : 0;
     return rc;
 }
 

@@ -167,7 +167,8 @@ public protocol Communicator: AnyObject {
     /// not all on one node (or there is one rank). Collective; segments live until `finalize()`.
     func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
     /// One segment of `floatCount` floats for every rank on this node, indexed by local rank, in memory those ranks
-    /// can read; nil where there is none (one process). Collective over the world; segments live until `finalize()`.
+    /// can read; nil where there is none (one process). Each rank passes its own segment's size (they may differ).
+    /// Collective over the world; segments live until `finalize()`.
     func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
     /// The ranks that hold this rank's local rank, one per node, ordered by node (hierarchical reduction's
     /// cross-node step), or nil without MPI. Collective over the world; the group lives until `finalize()`.
@@ -351,7 +352,7 @@ public func makeCommunicator(threadLevel: ThreadLevel = .serialized) throws -> a
 /// Plain loads and stores; `synchronize()` (a node barrier with memory fences) orders one rank's writes before
 /// the other ranks' reads, so a phase of writes and a phase of reads must be separated by it.
 public final class NodeSharedFloats: @unchecked Sendable {
-    /// Floats per segment.
+    /// Floats in this rank's segment.
     public let count: Int
     /// This rank's segment.
     public let local: UnsafeMutablePointer<Float>

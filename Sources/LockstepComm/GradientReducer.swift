@@ -298,8 +298,8 @@ public final class GradientReducer {
         self.shared = mode == .sharedMemory || throughNodes ? shared : nil
         // `.sharedMemory` means every rank is on this node, so the node's segments are indexed by rank. Without them
         // (a communicator that cannot share memory) the slices go through `allgatherSlices` and nothing is cleared.
-        parameterSlices = mode == .sharedMemory && shardLayout != nil
-            ? try communicator.allocateSharedWithinNode(floatCount: shardLayout!.largest) : nil
+        sharedParameters = mode == .sharedMemory && shardLayout != nil
+            ? try communicator.allocateSharedWithinNode(floatCount: communicator.localRank == 0 ? gradients.count : 0) : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -349,14 +349,15 @@ public final class GradientReducer {
     }
     /// Through node-shared memory, the shard is averaged in place in this rank's segment: this views it.
     private let shardView: UnsafeMutableBufferPointer<Float>?
-    /// Sharded through node-shared memory: where each rank publishes its updated parameter slice (segment r holds
-    /// rank r's slice from element 0), apart from the gradients so that those can be cleared as they are summed.
-    private let parameterSlices: NodeSharedFloats?
+    /// Sharded through node-shared memory: one copy of all parameters (the gradients' layout) in local rank 0's
+    /// segment, apart from the gradients so that those can be cleared as they are summed. Every owner writes its
+    /// updated slice there: in place once the model uses it (`shareParameters`), else copied in and out.
+    private let sharedParameters: NodeSharedFloats?
 
     /// Sharded through node-shared memory, `finish` leaves every trainable gradient outside this rank's shard at 0
     /// (each owner clears the slices it sums, in the same pass), so an update that clears `shardGradients` leaves all
     /// of them cleared for the next step. Every rank has finished clearing once the step's next collective returns.
-    public var clearsGradientsOutsideShard: Bool { parameterSlices != nil }
+    public var clearsGradientsOutsideShard: Bool { sharedParameters != nil }
 
     deinit { worker?.stop() }
 
@@ -598,21 +599,43 @@ public final class GradientReducer {
         }
     }
 
+    /// Whether `shareParameters` can give the model the node's one shared copy of its parameters (sharded through
+    /// node-shared memory).
+    public var offersSharedParameters: Bool { sharedParameters != nil }
+
+    /// Sharded through node-shared memory: copies `values` (all parameters in the gradients' layout, the same on
+    /// every rank) into the node's one shared copy and returns it, for the model to read and update in place of its
+    /// own: each owner's update then lands where every rank reads, and `allgatherParameterSlices` only
+    /// synchronizes. Nil in every other mode. Collective.
+    public func shareParameters(from values: UnsafePointer<Float>) throws -> UnsafeMutableBufferPointer<Float>? {
+        guard let sharedParameters, let layout = shardLayout else { return nil }
+        let destination = sharedParameters.segments[0]
+        // Each rank copies its own slice, rank 0 the frozen parameters before the slices too: each element once.
+        let mine = layout.range(of: communicator.rank)
+        let start = communicator.rank == 0 ? 0 : trainableStart + mine.lowerBound, end = trainableStart + mine.upperBound
+        (destination + start).update(from: values + start, count: end - start)
+        try sharedParameters.synchronize()  // every slice is written
+        return UnsafeMutableBufferPointer(start: destination, count: gradients.count)
+    }
+
     /// After a sharded update of this rank's slice of `parameters` (the trainable ones, element 0 = the first trainable
-    /// parameter): gives every rank every slice. Through node-shared memory each owner writes its slice into its
-    /// segment of `parameterSlices` and every rank copies the others' slices from there; otherwise an MPI allgather.
-    /// Collective.
+    /// parameter): gives every rank every slice. Through node-shared memory, parameters that are the shared copy
+    /// (`shareParameters`) need only a barrier; otherwise each owner writes its slice into the shared copy and every
+    /// rank copies the others' slices from there. Without node-shared memory, an MPI allgather. Collective.
     public func allgatherParameterSlices(_ parameters: UnsafeMutablePointer<Float>) throws {
         guard let layout = shardLayout else { return }
-        guard let parameterSlices else {
+        guard let sharedParameters else {
             return try communicator.allgatherSlices(parameters, layout: layout)
         }
+        let shared = sharedParameters.segments[0] + trainableStart
+        // In place: the owners' updates are the only writes; after this barrier every rank reads them.
+        if parameters == shared { return try sharedParameters.synchronize() }
         let mine = layout.range(of: communicator.rank)
-        parameterSlices.local.update(from: parameters + mine.lowerBound, count: mine.count)
-        try parameterSlices.synchronize()  // every slice is written
+        (shared + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
+        try sharedParameters.synchronize()  // every slice is written
         for peer in 0..<communicator.size where peer != communicator.rank {
             let slice = layout.range(of: peer)
-            (parameters + slice.lowerBound).update(from: parameterSlices.segments[peer], count: slice.count)
+            (parameters + slice.lowerBound).update(from: shared + slice.lowerBound, count: slice.count)
         }
         // No barrier after the copies: an owner next writes its slice after the next step's gradient barrier, which
         // every rank reaches only after its copies.

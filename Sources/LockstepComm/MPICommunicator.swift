@@ -210,12 +210,14 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         var segments: [UnsafeMutablePointer<Float>] = []
         for peer in 0..<localSize {
             var address: UnsafeMutableRawPointer?
-            try check(lockstep_mpi_shared_query(window, Int32(peer), &address), "MPI_Win_shared_query(local rank \(peer))")
+            var bytes = 0
+            try check(lockstep_mpi_shared_query(window, Int32(peer), &address, &bytes), "MPI_Win_shared_query(local rank \(peer))")
             guard let address, Int(bitPattern: address) % 64 == 0 else {
                 throw CommunicationError(operation: "node-shared memory", rank: rank,
                                          message: "local rank \(peer)'s segment is missing or not 64-byte aligned")
             }
-            segments.append(address.bindMemory(to: Float.self, capacity: max(floatCount, 1)))
+            // Each rank asked for its own size; bind what that rank's segment holds.
+            segments.append(address.bindMemory(to: Float.self, capacity: max(bytes / MemoryLayout<Float>.stride, 1)))
         }
         let local = segments[localRank]
         local.update(repeating: 0, count: floatCount)

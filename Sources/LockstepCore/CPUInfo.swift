@@ -19,6 +19,25 @@ public enum CPUInfo {
     /// The feature flags ("avx2", "avx512f", …).
     public static let flags: Set<String> = Set((field("flags") ?? "").split(separator: " ").map(String.init))
 
+    /// Bytes of level-2 cache per core (glibc's sysconf, else sysfs), or 1 MiB where neither says.
+    public static let level2CacheBytes: Int = {
+        #if os(Linux)
+        let reported = sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))
+        if reported > 0 { return reported }
+        if let file = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r") {  // e.g. "2048K"
+            defer { fclose(file) }
+            var line: UnsafeMutablePointer<CChar>?
+            var capacity = 0
+            defer { free(line) }
+            if getline(&line, &capacity, file) > 0, let line,
+               let kibibytes = Int(String(cString: line).prefix { $0.isNumber }), kibibytes > 0 {
+                return kibibytes * 1024
+            }
+        }
+        #endif
+        return 1 << 20
+    }()
+
     /// The value of the first `name : value` line, read with plain libc (this runs before anything else in `lockstep`).
     private static func field(_ name: String) -> String? {
         guard let file = fopen("/proc/cpuinfo", "r") else { return nil }

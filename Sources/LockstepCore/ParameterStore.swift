@@ -70,7 +70,7 @@ public final class FlatTensors: @unchecked Sendable {
     /// Named regions in layout order.
     public let slots: [ParameterSlot]
     /// The values.
-    public let values: FloatBuffer
+    public private(set) var values: FloatBuffer
     /// Matching gradients, or nil for non-trainable state.
     public private(set) var gradients: FloatBuffer?
 
@@ -99,6 +99,13 @@ public final class FlatTensors: @unchecked Sendable {
         precondition(buffer.count == count, "replacement gradient buffer holds \(buffer.count) floats, the tensors \(count)")
         buffer.zero()
         gradients = buffer
+    }
+
+    /// Moves the values into `buffer` (e.g. node-shared memory every rank on a node reads), which must already hold
+    /// them. Whoever holds pointers into the old buffer must be re-bound.
+    public func replaceValues(with buffer: FloatBuffer) {
+        precondition(buffer.count == count, "replacement value buffer holds \(buffer.count) floats, the tensors \(count)")
+        values = buffer
     }
 
     /// Start offset of layer `index`'s first tensor (or the end offset of all earlier layers if it has none).

@@ -75,6 +75,13 @@ public final class Sequential {
         bindLayers()
     }
 
+    /// Moves the parameter values into `buffer` (same layout, already holding them; e.g. node-shared memory) and
+    /// re-binds every layer to it.
+    public func useParameterStorage(_ buffer: FloatBuffer) {
+        parameters.replaceValues(with: buffer)
+        bindLayers()
+    }
+
     /// Per-sample output shape of the whole model.
     public var outputShape: [Int] { shapes.last ?? inputShape }
     /// Elements per sample of the model output.

@@ -129,6 +129,8 @@ public final class Trainer {
     private var control = StepControl.Buffer()
     /// Whether the last update zeroed the gradients as it read them, so the next step need not zero them again.
     private var gradientsCleared = false
+    /// Whether the model's parameters are the node's shared copy (`shareParametersWithinNode`).
+    private var parametersShared = false
     /// The epoch in progress: its plan and the micro-batches it has left.
     private var current: (plan: EpochPlan, microBatchesLeft: Int)?
     /// This epoch's loss sum and samples on this rank.
@@ -175,7 +177,8 @@ public final class Trainer {
         let line = "optimizer state \(optimizerStateBytes) bytes per rank"
         guard let layout = reducer.shardLayout else { return line }
         let unsharded = optimizer.stateBuffers.count * layout.count * MemoryLayout<Float>.stride
-        return line + " (sharded over \(layout.parts) rank\(layout.parts == 1 ? "" : "s"); \(unsharded) unsharded)"
+        return line + " (sharded over \(layout.parts) rank\(layout.parts == 1 ? "" : "s"); \(unsharded) unsharded"
+            + (sharesParametersWithinNode ? "; parameters updated in place in node-shared memory)" : ")")
     }
 
     /// The slice of the trainable parameters this rank updates, when the optimizer is sharded.
@@ -236,6 +239,7 @@ public final class Trainer {
         // After the agreement check: allocating node-shared memory is collective, so every rank must decide alike.
         (reducer, bucketCapacityBytes) = try Trainer.makeReducer(options.distributed, model: model, communicator: communicator,
                                                                  frozenLayers: options.frozenLayers, log: log)
+        sharesParametersWithinNode = Trainer.sharesParameters(model, reducer: reducer)
         if let (_, slice) = optimizerShard {
             for (name, buffer) in optimizer.stateBuffers where buffer.count != slice.count {
                 throw ConfigError("key 'distributed.shard_optimizer': the optimizer's \(name) holds \(buffer.count) values but rank \(communicator.rank) updates a slice of \(slice.count) of the \(trainableParameterCount) trainable parameters; create the optimizer with parameterCount: Trainer.optimizerParameterCount(of:options:worldSize:rank:)")
@@ -420,7 +424,7 @@ public final class Trainer {
             observer.prepare(layerKinds: model.layers.map(\.kind), bucketDescriptions: reducer.buckets.map(\.description))
             reducer.bucketReduced = { [unowned observer] bucket, start, end in observer.bucketReduced(bucket, start: start, end: end) }
         }
-        defer { reducer.bucketReduced = nil; endEpoch() }
+        defer { reducer.bucketReduced = nil; endEpoch(); leaveSharedParameters() }
 
         while epoch < options.epochs && !stoppedOnRequest {
             let epochStart = Date()
@@ -588,6 +592,7 @@ public final class Trainer {
             // Through node-shared memory the owners have cleared the other slices while summing: clearing this one
             // in the update leaves no gradient for the next step's memset.
             let clearing = reducer.clearsGradientsOutsideShard
+            try shareParametersWithinNode()
             let trainable = model.parameters.values.pointer + trainableOffset
             optimizer.step(parameters: trainable + slice.lowerBound, gradients: gradients, count: slice.count,
                            learningRate: schedule.learningRate(step: step), l1: Float(options.l1), clearingGradients: clearing)
@@ -608,6 +613,37 @@ public final class Trainer {
         optimizer.step(parameters: model.parameters.values.pointer + trainableOffset, gradients: gradients, count: count,
                        learningRate: schedule.learningRate(step: step), l1: Float(options.l1), clearingGradients: clearing)
         gradientsCleared = clearing
+    }
+
+    /// Whether the model trains on the node's one shared copy of its parameters (`shareParametersWithinNode`).
+    public let sharesParametersWithinNode: Bool
+
+    /// Sharded through node-shared memory, parameters that outgrow a core's L2 cache are trained on the node's one
+    /// shared copy: each owner updates its slice in place and no rank copies the others' slices. Measured, 2 ranks:
+    /// fashion-cnn (13 MB) step −8% (the optimizer phase 3.0–3.7 → 1.4–1.8 ms, the copies' memory traffic gone);
+    /// fashion-mlp (0.94 MB, L2-resident between steps) +7%, as its forward then reads each line the peer just
+    /// wrote, where one bulk copy was cheaper. The same CPU on every rank of the node, so every rank decides alike.
+    static func sharesParameters(_ model: Sequential, reducer: GradientReducer) -> Bool {
+        reducer.offersSharedParameters && model.parameters.count * MemoryLayout<Float>.stride > CPUInfo.level2CacheBytes
+    }
+
+    /// Moves the model onto the node's shared parameters (`sharesParametersWithinNode`) at the first update, after
+    /// every write of a whole parameter set (initialization, resume, broadcast, a user's own); `run` ends with the
+    /// model on a private copy again. Collective.
+    private func shareParametersWithinNode() throws {
+        guard sharesParametersWithinNode, !parametersShared,
+              let shared = try reducer.shareParameters(from: model.parameters.values.pointer) else { return }
+        model.useParameterStorage(FloatBuffer(borrowing: shared.baseAddress!, count: shared.count, owner: reducer))
+        parametersShared = true
+    }
+
+    /// Gives the model a private copy of the node-shared parameters (they live until the communicator finalizes).
+    private func leaveSharedParameters() {
+        guard parametersShared else { return }
+        let copy = FloatBuffer(count: model.parameters.count)
+        copy.pointer.update(from: model.parameters.values.pointer, count: model.parameters.count)
+        model.useParameterStorage(copy)
+        parametersShared = false
     }
 
     /// Records `metrics` for early stopping (identical on every rank: the metrics are reduced); returns whether the

@@ -105,6 +105,43 @@ extension GradientReducerTests {
         XCTAssertEqual(errors, [nil, nil, nil])
     }
 
+    /// Parameters moved into the node's shared copy (`shareParameters`): each owner updates its slice in place, the
+    /// gather is a barrier, and every rank reads every owner's values (frozen prefix included) without copying.
+    func testSharedParametersAreUpdatedInPlaceByTheirOwners() {
+        let world = ThreadWorld(nodeSizes: [3])
+        let count = 1001, frozen = 40
+        let errors = world.run { comm in
+            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
+            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, frozen],
+                                              mode: .sharedMemory, shared: shared, frozenLayers: 1, shardOptimizer: true)
+            XCTAssertTrue(reducer.offersSharedParameters)
+            let layout = try XCTUnwrap(reducer.shardLayout)
+            let mine = layout.range(of: comm.rank)
+            let start = (0..<count).map { Float($0) }
+            let parameters = try XCTUnwrap(try start.withUnsafeBufferPointer { try reducer.shareParameters(from: $0.baseAddress!) })
+            guard Array(parameters) == start else { throw ReducerConfigurationError("rank \(comm.rank): shared copy \(Array(parameters.prefix(8)))… is not the values") }
+            let trainable = parameters.baseAddress! + frozen
+            for step in 0..<2 {
+                for index in 0..<count { gradients[index] = Float(comm.rank + index % 5) }
+                reducer.beginStep(microBatches: 1)
+                try reducer.layerReady(1)
+                try reducer.finish()
+                for i in mine { trainable[i] = Float(step * 10_000 + comm.rank * 1_000) + Float(i % 97) }
+                try reducer.allgatherParameterSlices(trainable)
+                for owner in 0..<3 {
+                    for i in layout.range(of: owner) where trainable[i] != Float(step * 10_000 + owner * 1_000) + Float(i % 97) {
+                        throw ReducerConfigurationError("rank \(comm.rank) step \(step) parameter [\(i)] = \(trainable[i]) not owner \(owner)'s")
+                    }
+                }
+                for i in 0..<frozen where parameters[i] != Float(i) {
+                    throw ReducerConfigurationError("rank \(comm.rank): frozen parameter [\(i)] = \(parameters[i])")
+                }
+            }
+        }
+        XCTAssertEqual(errors, [nil, nil, nil])
+    }
+
     func testOtherModesLeaveTheSliceCheckToTheCaller() throws {
         let gradients = FloatBuffer(count: 40)
         let reducer = try GradientReducer(communicator: SingleProcessCommunicator(),

@@ -92,8 +92,9 @@ typedef struct lockstep_mpi_window {
 /// (MPI_Win_allocate_shared on the node communicator, one segment per local rank, each in its own pages);
 /// collective over the node. *base is this process's segment, 64-byte aligned.
 int lockstep_mpi_shared_allocate(size_t byte_count, void **base, lockstep_mpi_window *window);
-/// Address in this process of local rank `local_rank`'s segment (64-byte aligned, as *base above).
-int lockstep_mpi_shared_query(lockstep_mpi_window *window, int local_rank, void **base);
+/// Address in this process of local rank `local_rank`'s segment (64-byte aligned, as *base above), and the bytes
+/// usable from there (segments may differ in size: each rank asks for its own).
+int lockstep_mpi_shared_query(lockstep_mpi_window *window, int local_rank, void **base, size_t *byte_count);
 /// Memory barrier, MPI_Barrier over the node, memory barrier: writes before it are visible to every local
 /// rank's reads after it.
 int lockstep_mpi_shared_synchronize(lockstep_mpi_window *window);
