@@ -64,6 +64,25 @@ extension GradientReducerTests {
         }
     }
 
+    /// A sharded reducer over `count` gradients in node-shared memory, the first `frozen` of them a frozen layer.
+    private static func shardedReducer(_ comm: ThreadRankCommunicator, count: Int, frozen: Int) throws
+        -> (GradientReducer, UnsafeMutableBufferPointer<Float>) {
+        let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
+        let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
+        let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, frozen],
+                                          mode: .sharedMemory, shared: shared, frozenLayers: 1, shardOptimizer: true)
+        return (reducer, gradients)
+    }
+
+    /// Throws unless every trainable parameter holds its owner's "update" of `step` (a value naming step, owner and place).
+    private static func checkOwners(_ trainable: UnsafePointer<Float>, layout: ShardLayout, step: Int, rank: Int) throws {
+        for owner in 0..<layout.parts {
+            for i in layout.range(of: owner) where trainable[i] != Float(step * 10_000 + owner * 1_000) + Float(i % 97) {
+                throw ReducerConfigurationError("rank \(rank) step \(step) parameter [\(i)] = \(trainable[i]) not owner \(owner)'s")
+            }
+        }
+    }
+
     /// ZeRO-1 through node-shared memory, 3 ranks with a frozen prefix: each rank's `shardGradients` is the average
     /// of its slice (in rank order, as the unsharded path sums), and `allgatherParameterSlices` gives every rank every
     /// owner's updated slice; two steps, so the second reads gradients written after the first's parameter exchange.
@@ -71,10 +90,7 @@ extension GradientReducerTests {
         let world = ThreadWorld(nodeSizes: [3])
         let count = 1001, frozen = 40
         let errors = world.run { comm in
-            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
-            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
-            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, frozen],
-                                              mode: .sharedMemory, shared: shared, frozenLayers: 1, shardOptimizer: true)
+            let (reducer, gradients) = try Self.shardedReducer(comm, count: count, frozen: frozen)
             let layout = try XCTUnwrap(reducer.shardLayout)
             let mine = layout.range(of: comm.rank)
             XCTAssertEqual(reducer.shardGradients.count, mine.count)
@@ -95,11 +111,7 @@ extension GradientReducerTests {
                 // The owner's "update": a value naming the step, the owner and the position.
                 for i in mine { parameters[i] = Float(step * 10_000 + comm.rank * 1_000) + Float(i % 97) }
                 try parameters.withUnsafeMutableBufferPointer { try reducer.allgatherParameterSlices($0.baseAddress!) }
-                for owner in 0..<3 {
-                    for i in layout.range(of: owner) where parameters[i] != Float(step * 10_000 + owner * 1_000) + Float(i % 97) {
-                        throw ReducerConfigurationError("rank \(comm.rank) step \(step) parameter [\(i)] = \(parameters[i]) not owner \(owner)'s")
-                    }
-                }
+                try parameters.withUnsafeBufferPointer { try Self.checkOwners($0.baseAddress!, layout: layout, step: step, rank: comm.rank) }
             }
         }
         XCTAssertEqual(errors, [nil, nil, nil])
@@ -111,10 +123,7 @@ extension GradientReducerTests {
         let world = ThreadWorld(nodeSizes: [3])
         let count = 1001, frozen = 40
         let errors = world.run { comm in
-            let shared = try XCTUnwrap(try comm.allocateSharedWithinNode(floatCount: count))
-            let gradients = UnsafeMutableBufferPointer(start: shared.local, count: count)
-            let reducer = try GradientReducer(communicator: comm, gradients: gradients, layerStartOffsets: [0, frozen],
-                                              mode: .sharedMemory, shared: shared, frozenLayers: 1, shardOptimizer: true)
+            let (reducer, gradients) = try Self.shardedReducer(comm, count: count, frozen: frozen)
             XCTAssertTrue(reducer.offersSharedParameters)
             let layout = try XCTUnwrap(reducer.shardLayout)
             let mine = layout.range(of: comm.rank)
@@ -129,11 +138,7 @@ extension GradientReducerTests {
                 try reducer.finish()
                 for i in mine { trainable[i] = Float(step * 10_000 + comm.rank * 1_000) + Float(i % 97) }
                 try reducer.allgatherParameterSlices(trainable)
-                for owner in 0..<3 {
-                    for i in layout.range(of: owner) where trainable[i] != Float(step * 10_000 + owner * 1_000) + Float(i % 97) {
-                        throw ReducerConfigurationError("rank \(comm.rank) step \(step) parameter [\(i)] = \(trainable[i]) not owner \(owner)'s")
-                    }
-                }
+                try Self.checkOwners(trainable, layout: layout, step: step, rank: comm.rank)
                 for i in 0..<frozen where parameters[i] != Float(i) {
                     throw ReducerConfigurationError("rank \(comm.rank): frozen parameter [\(i)] = \(parameters[i])")
                 }
