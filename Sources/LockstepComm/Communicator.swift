@@ -167,9 +167,12 @@ public protocol Communicator: AnyObject {
     /// not all on one node (or there is one rank). Collective; segments live until `finalize()`.
     func allocateNodeShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
     /// One segment of `floatCount` floats for every rank on this node, indexed by local rank, in memory those ranks
-    /// can read; nil where there is none (one process). Each rank passes its own segment's size (they may differ).
-    /// Collective over the world; segments live until `finalize()`.
+    /// can read; nil where there is none (one process). Collective over the world; segments live until `finalize()`.
     func allocateSharedWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
+    /// One segment of `floatCount` floats for the whole node (held by local rank 0; `local` and `segments[0]` on
+    /// every rank), which every rank on this node can read and write; nil where there is none (one process).
+    /// Collective over the world; lives until `finalize()`.
+    func allocateOneSegmentWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats?
     /// The ranks that hold this rank's local rank, one per node, ordered by node (hierarchical reduction's
     /// cross-node step), or nil without MPI. Collective over the world; the group lives until `finalize()`.
     func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup?
@@ -231,6 +234,15 @@ extension Communicator {
     public func allocateSharedWithinNode(floatCount: Int, file: StaticString = #fileID,
                                          line: UInt = #line) throws -> NodeSharedFloats? {
         try allocateSharedWithinNode(floatCount: floatCount, at: CallSite(file: file, line: line))
+    }
+
+    /// No node-shared memory: the default for communicators without it.
+    public func allocateOneSegmentWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? { nil }
+
+    /// One segment of `floatCount` floats for the whole node, or nil where there is none.
+    public func allocateOneSegmentWithinNode(floatCount: Int, file: StaticString = #fileID,
+                                             line: UInt = #line) throws -> NodeSharedFloats? {
+        try allocateOneSegmentWithinNode(floatCount: floatCount, at: CallSite(file: file, line: line))
     }
 
     /// No groups across nodes: the default for communicators without MPI.
@@ -352,7 +364,7 @@ public func makeCommunicator(threadLevel: ThreadLevel = .serialized) throws -> a
 /// Plain loads and stores; `synchronize()` (a node barrier with memory fences) orders one rank's writes before
 /// the other ranks' reads, so a phase of writes and a phase of reads must be separated by it.
 public final class NodeSharedFloats: @unchecked Sendable {
-    /// Floats in this rank's segment.
+    /// Floats per segment.
     public let count: Int
     /// This rank's segment.
     public let local: UnsafeMutablePointer<Float>

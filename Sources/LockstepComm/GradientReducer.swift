@@ -299,7 +299,7 @@ public final class GradientReducer {
         // `.sharedMemory` means every rank is on this node, so the node's segments are indexed by rank. Without them
         // (a communicator that cannot share memory) the slices go through `allgatherSlices` and nothing is cleared.
         sharedParameters = mode == .sharedMemory && shardLayout != nil
-            ? try communicator.allocateSharedWithinNode(floatCount: communicator.localRank == 0 ? gradients.count : 0) : nil
+            ? try communicator.allocateOneSegmentWithinNode(floatCount: gradients.count) : nil
         self.mode = mode
         self.communicator = communicator
         self.gradients = gradients
@@ -349,8 +349,8 @@ public final class GradientReducer {
     }
     /// Through node-shared memory, the shard is averaged in place in this rank's segment: this views it.
     private let shardView: UnsafeMutableBufferPointer<Float>?
-    /// Sharded through node-shared memory: one copy of all parameters (the gradients' layout) in local rank 0's
-    /// segment, apart from the gradients so that those can be cleared as they are summed. Every owner writes its
+    /// Sharded through node-shared memory: one copy of all parameters (the gradients' layout) in one segment for
+    /// the node, apart from the gradients so that those can be cleared as they are summed. Every owner writes its
     /// updated slice there: in place once the model uses it (`shareParameters`), else copied in and out.
     private let sharedParameters: NodeSharedFloats?
 

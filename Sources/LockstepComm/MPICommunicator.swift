@@ -197,13 +197,23 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
         return try allocateShared(floatCount: floatCount, at: site)
     }
 
-    /// One segment per rank of this node, indexed by local rank; collective over the node.
-    private func allocateShared(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats {
+    public func allocateOneSegmentWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
+        guard size > 1 else { return nil }
+        let perRank = try allocateShared(floatCount: floatCount, ownFloats: localRank == 0 ? floatCount : 0, at: site)
+        return NodeSharedFloats(count: floatCount, local: perRank.segments[0], segments: [perRank.segments[0]]) { site in
+            try perRank.synchronize(file: site.file, line: site.line)
+        }
+    }
+
+    /// One segment per rank of this node, indexed by local rank, of `ownFloats` floats on this rank (default
+    /// `floatCount`, the count every rank records); collective over the node.
+    private func allocateShared(floatCount: Int, ownFloats: Int? = nil, at site: CallSite) throws -> NodeSharedFloats {
         try ready(.sharedAllocate, .float32, floatCount, site)
         let window = UnsafeMutablePointer<lockstep_mpi_window>.allocate(capacity: 1)
         window.initialize(to: lockstep_mpi_window())
         var base: UnsafeMutableRawPointer?
-        let code = lockstep_mpi_shared_allocate(max(floatCount, 1) * MemoryLayout<Float>.stride, &base, window)
+        let own = ownFloats ?? floatCount
+        let code = lockstep_mpi_shared_allocate(max(own, 1) * MemoryLayout<Float>.stride, &base, window)
         if code != lockstep_mpi_success { window.deallocate() }
         try check(code, .sharedAllocate, .float32, floatCount)
         windows.append(window)
@@ -216,11 +226,11 @@ public final class MPICommunicator: Communicator, PendingReductionOwner, @unchec
                 throw CommunicationError(operation: "node-shared memory", rank: rank,
                                          message: "local rank \(peer)'s segment is missing or not 64-byte aligned")
             }
-            // Each rank asked for its own size; bind what that rank's segment holds.
+            // Segments may differ in size (`ownFloats`); bind what each one holds.
             segments.append(address.bindMemory(to: Float.self, capacity: max(bytes / MemoryLayout<Float>.stride, 1)))
         }
         let local = segments[localRank]
-        local.update(repeating: 0, count: floatCount)
+        local.update(repeating: 0, count: own)
         return NodeSharedFloats(count: floatCount, local: local, segments: segments) { [unowned self] site in
             try ready(.sharedBarrier, .none, 0, site)
             try check(lockstep_mpi_shared_synchronize(window), .sharedBarrier, .none, 0)

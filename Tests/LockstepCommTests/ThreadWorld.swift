@@ -208,6 +208,15 @@ final class ThreadRankCommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    func allocateOneSegmentWithinNode(floatCount: Int, at site: CallSite) throws -> NodeSharedFloats? {
+        recorder.record(.sharedAllocate, .float32, count: floatCount, at: site)
+        let (_, segments) = world.allocateShared(count: floatCount, rank: rank)  // the node's first rank's serves all
+        return NodeSharedFloats(count: floatCount, local: segments[0], segments: [segments[0]]) { [world, recorder] site in
+            recorder.record(.sharedBarrier, .none, count: 0, at: site)
+            world.barrier()
+        }
+    }
+
     func splitAcrossNodes(at site: CallSite) throws -> CrossNodeGroup? {
         recorder.record(.splitAcrossNodes, .none, count: 0, at: site)
         world.barrier()
