@@ -208,21 +208,22 @@ INLINE void softmax_backward_body(const float *p, float *g, size_t count, size_t
     for (size_t j = full; j < count; j++) g[j] = 0;
 }
 
-/// masked_softmax over each row of a rows × count block: row i sees `visible` values, or visible + i when `causal`
-/// (a causal attention block is visible 1, causal). One call per block, not per row.
+/// Values row i of a block sees: `visible`, or visible + i (at most count) when `causal`.
+INLINE size_t visible_in_row(size_t i, size_t count, size_t visible, int causal) {
+    return causal ? (visible + i < count ? visible + i : count) : visible;
+}
+
+/// masked_softmax over each row of a rows × count block, row i seeing visible_in_row values (a causal attention
+/// block is visible 1, causal). One call per block, not per row.
 INLINE void masked_softmax_rows_body(const float *x, float *y, size_t rows, size_t count, size_t visible, int causal) {
-    for (size_t i = 0; i < rows; i++) {
-        size_t seen = causal && visible + i < count ? visible + i : causal ? count : visible;
-        masked_softmax_body(x + i * count, y + i * count, count, seen);
-    }
+    for (size_t i = 0; i < rows; i++)
+        masked_softmax_body(x + i * count, y + i * count, count, visible_in_row(i, count, visible, causal));
 }
 
 /// softmax_backward over each row of a rows × count block, visible lengths as in masked_softmax_rows.
 INLINE void softmax_backward_rows_body(const float *p, float *g, size_t rows, size_t count, size_t visible, int causal) {
-    for (size_t i = 0; i < rows; i++) {
-        size_t seen = causal && visible + i < count ? visible + i : causal ? count : visible;
-        softmax_backward_body(p + i * count, g + i * count, count, seen);
-    }
+    for (size_t i = 0; i < rows; i++)
+        softmax_backward_body(p + i * count, g + i * count, count, visible_in_row(i, count, visible, causal));
 }
 
 INLINE float log_sum_exp_body(const float *x, size_t count) {
