@@ -297,7 +297,7 @@ INLINE void layer_norm_forward_body(const float *input, float *output, const flo
 }
 
 /// Its backward: weight and bias gradients accumulate; with `input_gradient` non-null,
-/// dx = invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = dy · weight.
+/// dx = (addend +) invstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = dy · weight.
 INLINE void layer_norm_backward_body(const float *input, const float *output_gradient, float *input_gradient,
                                      const float *addend, const float *weight, float *weight_gradient,
                                      float *bias_gradient, const float *means, const float *inverse_deviations,
