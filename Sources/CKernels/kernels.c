@@ -731,6 +731,22 @@ INLINE void deinterleave_lanes_body(const float *source, long source_row_stride,
     }
 }
 
+/// destination[c·rows + r] = source[r·columns + c]: 16 × 16 blocks through the register transpose, the edges element
+/// by element. Pure copies: every ISA gives the same bits.
+INLINE void transpose_body(const float *source, size_t rows, size_t columns, float *destination) {
+    size_t block_rows = rows / LANES * LANES, block_columns = columns / LANES * LANES;
+    for (size_t r = 0; r < block_rows; r += LANES) {
+        for (size_t c = 0; c < block_columns; c += LANES) {
+            v16f m[LANES];
+            for (int k = 0; k < LANES; k++) m[k] = load(source + (r + k) * columns + c);
+            transpose16(m);
+            for (int k = 0; k < LANES; k++) store(destination + (c + k) * rows + r, m[k]);
+        }
+    }
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = r < block_rows ? block_columns : 0; c < columns; c++) destination[c * rows + r] = source[r * columns + c];
+}
+
 // Each kernel three times: the bodies above inline into functions compiled for each ISA.
 #define VARIANTS(return_type, name, parameters, arguments)                                                      \
     __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
@@ -791,6 +807,8 @@ VARIANTS(void, sgd_step,
          (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
           float weight_decay, int nesterov, int first_step, int clearing),
          (parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step, clearing))
+VARIANTS(void, transpose, (const float *source, size_t rows, size_t columns, float *destination),
+         (source, rows, columns, destination))
 VARIANTS(void, softmax_backward_rows, (const float *p, float *g, size_t rows, size_t count, size_t visible, int causal),
          (p, g, rows, count, visible, causal))
 
@@ -818,12 +836,13 @@ typedef struct kernel_table {
     int (*all_finite)(const float *, size_t);
     int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *, int);
     void (*sgd_step)(float *, float *, float *, size_t, float, float, float, int, int, int);
+    void (*transpose)(const float *, size_t, size_t, float *);
 } kernel_table;
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_rows_##suffix, softmax_backward_rows_##suffix, \
                         tile_transform_##suffix, winograd_f45_##suffix, max_pool_2x2_##suffix, max_pool_2x2_backward_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
-                        all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix }
+                        all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix, transpose_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
 static lockstep_kernels_isa active = LOCKSTEP_KERNELS_BASELINE;
@@ -895,6 +914,9 @@ void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, siz
                        float momentum, float weight_decay, int nesterov, int first_step, int clearing) {
     kernels.sgd_step(parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step,
                      clearing);
+}
+void lockstep_transpose(const float *source, size_t rows, size_t columns, float *destination) {
+    kernels.transpose(source, rows, columns, destination);
 }
 void lockstep_fill_rows(float *matrix, const float *row, const float *addend, size_t rows, size_t width) {
     kernels.fill_rows(matrix, row, addend, rows, width);

@@ -162,7 +162,11 @@ public enum Bench {
             let inputGradient = index > model.firstLayerWithParameters
             if let (i, o) = linearDimensions(layer) {
                 let rows = batch * (output.count > 1 ? output.dropLast().reduce(1, *) : 1)
-                shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))
+                if let linear = layer as? Linear, linear.usesTransposedProduct && rows <= Linear.transposedProductRows {
+                    shapes.append(GemmShape(transposeA: false, transposeB: true, m: o, n: rows, k: i, repeats: 1))
+                } else {
+                    shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))
+                }
                 shapes.append(GemmShape(transposeA: true, transposeB: false, m: o, n: i, k: rows, repeats: 1))
                 if inputGradient { shapes.append(GemmShape(transposeA: false, transposeB: false, m: rows, n: i, k: o, repeats: 1)) }
             } else if let block = layer as? TransformerBlock, output.count == 2 {

@@ -179,6 +179,13 @@ public enum Kernels {
         lockstep_fill_rows(matrix, row, addend, rows, width)
     }
 
+    /// destination[c, r] = source[r, c] for a rows × columns row-major `source`.
+    @inline(__always)
+    public static func transpose(_ source: UnsafePointer<Float>, rows: Int, columns: Int,
+                                 into destination: UnsafeMutablePointer<Float>) {
+        lockstep_transpose(source, rows, columns, destination)
+    }
+
     /// Adds the same `row` (length `width`) to each of `rows` rows of `matrix`.
     @inline(__always)
     public static func addRow(_ row: UnsafePointer<Float>, to matrix: UnsafeMutablePointer<Float>, rows: Int, width: Int) {

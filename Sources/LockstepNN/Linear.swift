@@ -16,6 +16,7 @@ public final class Linear: Layer {
     private var bias: UnsafeMutablePointer<Float>?
     private var weightGradient: UnsafeMutablePointer<Float>!
     private var biasGradient: UnsafeMutablePointer<Float>?
+    private var transposedOutput: FloatBuffer?  // [out, rows] when `usesTransposedProduct` (planned once)
 
     /// A linear layer; the weight initializer defaults to He (ReLU networks).
     public init(inputDimensions: Int, outputDimensions: Int, bias: Bool = true, initializer: Initializer? = nil) {
@@ -45,6 +46,19 @@ public final class Linear: Layer {
         if hasBias { bias = parameters[1]; biasGradient = gradients[1] }
     }
 
+    /// Most rows a forward computes as the transposed product (`usesTransposedProduct`).
+    public static let transposedProductRows = 64
+
+    /// Whether the forward of up to `transposedProductRows` rows computes outputᵀ = weight · inputᵀ and transposes it:
+    /// with few rows and a large weight, OpenBLAS (SkylakeX kernels) runs that product 12–16% faster than
+    /// input · weightᵀ, which packs the whole weight as its second operand (784 → 256 at 64 rows: 235 → 207 µs, the
+    /// transpose back 3 µs); at 128 rows the two are even, for narrow layers the transpose costs more than it saves.
+    public var usesTransposedProduct: Bool { inputDimensions >= 256 && outputDimensions >= 256 }
+
+    public func plan(batchSize: Int, inputShape: [Int]) {
+        transposedOutput = usesTransposedProduct ? FloatBuffer(count: outputDimensions * Linear.transposedProductRows) : nil
+    }
+
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
         forward(input: input, output: output, adding: nil, batch: batch, context: context)
     }
@@ -52,6 +66,16 @@ public final class Linear: Layer {
     /// The forward pass plus `residual` ([batch, out], may be nil), added in the pass that seeds the bias.
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>?,
                         batch: Int, context: LayerContext) {
+        if residual == nil, batch <= Linear.transposedProductRows, let transposed = transposedOutput?.pointer {
+            // outputᵀ[out, batch] = bias + weight[out, in] · inputᵀ[in, batch], seeded as below (the same sums in
+            // the same order), then transposed into output[batch, out].
+            if let bias { for j in 0..<outputDimensions { (transposed + j * batch).update(repeating: bias[j], count: batch) } }
+            BLAS.gemm(transposeB: true, m: outputDimensions, n: batch, k: inputDimensions,
+                      a: weight, lda: inputDimensions, b: input, ldb: inputDimensions,
+                      beta: bias == nil ? 0 : 1, c: transposed, ldc: batch)
+            Kernels.transpose(transposed, rows: outputDimensions, columns: batch, into: output)
+            return
+        }
         // output[batch, out] = (residual +) bias + input[batch, in] · weightᵀ[in, out]; the GEMM adds into the seeded
         // rows (beta = 1).
         if let bias {

@@ -95,6 +95,10 @@ final class VectorKernelTests: XCTestCase {
         Kernels.maxPool2x2Backward(output: pooled, outputGradient: image, winners: winners, planes: 3, height: 6, width: 36,
                                    channels: 3, into: &pooledGradient, rectified: true)
         keep(pooled); keep(pooledGradient); bits += winners.map { UInt32(bitPattern: $0) }
+        let matrix = randomRow(37 * 50, in: -1...1, seed: 24)
+        var transposed = [Float](repeating: 0, count: matrix.count)
+        Kernels.transpose(matrix, rows: 37, columns: 50, into: &transposed)
+        keep(transposed)
         let tile8 = randomRow(8 * 8 * 16, in: -2...2, seed: 22)
         for stage in WinogradStage.allCases {
             var out = [Float](repeating: 1, count: 8 * 8 * 16)
@@ -120,6 +124,17 @@ final class VectorKernelTests: XCTestCase {
             compared += 1
         }
         if compared == 0 { throw XCTSkip("this CPU runs only the baseline kernels; nothing to compare") }
+    }
+
+    /// Every shape's blocks and edges land where the element-by-element rule puts them.
+    func testTransposeMovesEveryElement() {
+        for (rows, columns) in [(1, 1), (1, 20), (16, 16), (17, 33), (64, 256), (256, 64), (31, 48)] {
+            let source = (0..<(rows * columns)).map(Float.init)
+            var destination = [Float](repeating: -1, count: source.count)
+            Kernels.transpose(source, rows: rows, columns: columns, into: &destination)
+            let expected = (0..<(rows * columns)).map { Float(($0 % rows) * columns + $0 / rows) }
+            XCTAssertEqual(destination, expected, "\(rows) × \(columns)")
+        }
     }
 
     func testExpIsFastMathExpBitForBit() {

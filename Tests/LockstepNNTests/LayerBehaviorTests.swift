@@ -61,6 +61,30 @@ final class LayerBehaviorTests: XCTestCase {
         }
     }
 
+    /// Linear against a Double reference on both forward paths: the transposed product (a wide layer at up to
+    /// `transposedProductRows` rows) and the plain one (more rows, a narrow layer), with and without bias.
+    func testLinearMatchesDoubleReferenceOnBothProductOrientations() throws {
+        let cases: [(input: Int, output: Int, batch: Int, bias: Bool, transposed: Bool)] = [
+            (300, 260, 64, true, true), (300, 260, 7, false, true), (300, 260, 65, true, false), (40, 30, 64, true, false),
+        ]
+        for (index, test) in cases.enumerated() {
+            let layer = Linear(inputDimensions: test.input, outputDimensions: test.output, bias: test.bias)
+            XCTAssertEqual(layer.usesTransposedProduct && test.batch <= Linear.transposedProductRows, test.transposed, "case \(index)")
+            let harness = try LayerHarness(layer, inputShape: [test.input], batch: test.batch, seed: UInt64(index), randomParameters: true)
+            let input = TestData.normal(harness.inputCount, seed: UInt64(50 + index))
+            let values = harness.parameters.values.array
+            let output = harness.forward(input, context: LayerContext(training: true))
+            for row in 0..<test.batch {
+                for o in 0..<test.output {
+                    var sum = test.bias ? Double(values[test.output * test.input + o]) : 0
+                    for i in 0..<test.input { sum += Double(values[o * test.input + i]) * Double(input[row * test.input + i]) }
+                    XCTAssertEqual(Double(output[row * test.output + o]), sum, accuracy: 1e-4 * max(1, abs(sum)),
+                                   "case \(index) row \(row) output \(o)")
+                }
+            }
+        }
+    }
+
     func testConv2DParameterLayoutAndShapeErrors() throws {
         let layer = Conv2D(inputChannels: 3, outputChannels: 8, kernelSize: (5, 3))
         XCTAssertEqual(layer.parameterSpecs.map(\.shape), [[8, 3, 5, 3], [8]])

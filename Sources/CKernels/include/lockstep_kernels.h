@@ -101,6 +101,9 @@ void lockstep_interleave_lanes(const float *source, long lane_stride, long row_s
 void lockstep_deinterleave_lanes(const float *source, long source_row_stride, long lanes, long rows, long columns,
                                  float *destination, long lane_stride, long row_stride);
 
+/// destination[c·rows + r] = source[r·columns + c]: the rows × columns row-major matrix transposed.
+void lockstep_transpose(const float *source, size_t rows, size_t columns, float *destination);
+
 /// Writes `row` (width values) into each of the `rows` rows of a row-major matrix, or with `addend` (a rows × width
 /// matrix, may be null) addend's row + `row`: a GEMM's bias seed, with a residual.
 void lockstep_fill_rows(float *matrix, const float *row, const float *addend, size_t rows, size_t width);
