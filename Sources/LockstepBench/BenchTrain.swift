@@ -24,7 +24,7 @@ extension Session {
         trainer.observer = trace.map { StepObservers([timings, $0]) } ?? timings
         let totalSteps = warmup + steps
         if totalSteps > trainer.stepsPerEpoch {
-            say("bench train: note: \(totalSteps) steps cross an epoch boundary (\(trainer.stepsPerEpoch) steps per epoch); the epoch's evaluation falls between steps and is not timed")
+            say("bench train: note: \(totalSteps) steps cross an epoch boundary (\(trainer.stepsPerEpoch) steps per epoch); each epoch's evaluation (of data.test_subset samples) falls between two steps: the wall figure includes it, the median step does not")
         }
         say("bench train: \(configPath) on \(world) rank\(world == 1 ? "" : "s"), batch \(trainer.perRankBatch) per rank (global \(trainer.globalBatch)), "
             + "\(warmup) warm-up + \(steps) timed steps, \(trainer.optimizerStateDescription)")
