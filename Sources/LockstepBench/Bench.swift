@@ -162,7 +162,7 @@ public enum Bench {
             let inputGradient = index > model.firstLayerWithParameters
             if let (i, o) = linearDimensions(layer) {
                 let rows = batch * (output.count > 1 ? output.dropLast().reduce(1, *) : 1)
-                if let linear = layer as? Linear, linear.usesTransposedProduct && rows <= Linear.transposedProductRows {
+                if let linear = layer as? Linear, linear.usesTransposedProduct(rows: rows) {
                     shapes.append(GemmShape(transposeA: false, transposeB: true, m: o, n: rows, k: i, repeats: 1))
                 } else {
                     shapes.append(GemmShape(transposeA: false, transposeB: true, m: rows, n: o, k: i, repeats: 1))

@@ -46,17 +46,20 @@ public final class Linear: Layer {
         if hasBias { bias = parameters[1]; biasGradient = gradients[1] }
     }
 
-    /// Most rows a forward computes as the transposed product (`usesTransposedProduct`).
+    /// Most rows a forward computes as the transposed product (`usesTransposedProduct(rows:)`).
     public static let transposedProductRows = 64
 
-    /// Whether the forward of up to `transposedProductRows` rows computes outputᵀ = weight · inputᵀ and transposes it:
-    /// with few rows and a large weight, OpenBLAS (SkylakeX kernels) runs that product 12–16% faster than
-    /// input · weightᵀ, which packs the whole weight as its second operand (784 → 256 at 64 rows: 235 → 207 µs, the
-    /// transpose back 3 µs); at 128 rows the two are even, for narrow layers the transpose costs more than it saves.
-    public var usesTransposedProduct: Bool { inputDimensions >= 256 && outputDimensions >= 256 }
+    /// Whether the forward of `rows` rows computes outputᵀ = weight · inputᵀ and transposes it: with few rows and a
+    /// large weight, OpenBLAS (SkylakeX kernels) runs that product 12–16% faster than input · weightᵀ, which packs the
+    /// whole weight as its second operand (784 → 256 at 64 rows: 235 → 207 µs, the transpose back 3 µs); at 128 rows
+    /// the two are even, for narrow layers the transpose costs more than it saves.
+    public func usesTransposedProduct(rows: Int) -> Bool {
+        rows <= Linear.transposedProductRows && inputDimensions >= 256 && outputDimensions >= 256
+    }
 
     public func plan(batchSize: Int, inputShape: [Int]) {
-        transposedOutput = usesTransposedProduct ? FloatBuffer(count: outputDimensions * Linear.transposedProductRows) : nil
+        let rows = Linear.transposedProductRows  // sized for the most rows the path takes, whatever the planned batch
+        transposedOutput = usesTransposedProduct(rows: rows) ? FloatBuffer(count: outputDimensions * rows) : nil
     }
 
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, batch: Int, context: LayerContext) {
@@ -66,7 +69,7 @@ public final class Linear: Layer {
     /// The forward pass plus `residual` ([batch, out], may be nil), added in the pass that seeds the bias.
     public func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>?,
                         batch: Int, context: LayerContext) {
-        if residual == nil, batch <= Linear.transposedProductRows, let transposed = transposedOutput?.pointer {
+        if residual == nil, usesTransposedProduct(rows: batch), let transposed = transposedOutput?.pointer {
             // outputᵀ[out, batch] = bias + weight[out, in] · inputᵀ[in, batch], seeded as below (the same sums in
             // the same order), then transposed into output[batch, out].
             if let bias { for j in 0..<outputDimensions { (transposed + j * batch).update(repeating: bias[j], count: batch) } }

@@ -69,7 +69,7 @@ final class LayerBehaviorTests: XCTestCase {
         ]
         for (index, test) in cases.enumerated() {
             let layer = Linear(inputDimensions: test.input, outputDimensions: test.output, bias: test.bias)
-            XCTAssertEqual(layer.usesTransposedProduct && test.batch <= Linear.transposedProductRows, test.transposed, "case \(index)")
+            XCTAssertEqual(layer.usesTransposedProduct(rows: test.batch), test.transposed, "case \(index)")
             let harness = try LayerHarness(layer, inputShape: [test.input], batch: test.batch, seed: UInt64(index), randomParameters: true)
             let input = TestData.normal(harness.inputCount, seed: UInt64(50 + index))
             let values = harness.parameters.values.array
