@@ -240,6 +240,43 @@ public enum Bench {
         return shapes.reduce(0) { $0 + $1.flops } / seconds / 1e9
     }
 
+    /// One wide Linear layer's forward product timed in both orientations on this CPU.
+    public struct ProductOrientation: Sendable {
+        public var layer: Int, inputs: Int, outputs: Int, rows: Int
+        /// Median seconds of outputᵀ = W · inputᵀ and of output = input · Wᵀ.
+        public var transposedSeconds: Double, directSeconds: Double
+        /// The orientation `Linear.usesTransposedProduct(rows:)` picks.
+        public var usesTransposed: Bool
+        /// The chosen orientation's time over the other's: above 1, the rule costs time on this CPU.
+        public var chosenOverOther: Double {
+            usesTransposed ? transposedSeconds / directSeconds : directSeconds / transposedSeconds
+        }
+    }
+
+    /// Times both forward orientations of every Linear layer of `model` at least 256 wide both ways (the layers
+    /// `Linear.usesTransposedProduct` can pick for), at `batch` rows, alternating the two so host noise falls on
+    /// both: the rule was measured on one CPU's OpenBLAS kernels, this shows whether it holds on the one running.
+    public static func productOrientations(model: Sequential, batch: Int, rounds: Int = 5) -> [ProductOrientation] {
+        var checks: [ProductOrientation] = []
+        for (index, layer) in model.layers.enumerated() {
+            guard let linear = layer as? Linear, linear.inputDimensions >= 256, linear.outputDimensions >= 256 else { continue }
+            let (i, o) = (linear.inputDimensions, linear.outputDimensions)
+            let transposed = GemmShape(transposeA: false, transposeB: true, m: o, n: batch, k: i, repeats: 1)
+            let direct = GemmShape(transposeA: false, transposeB: true, m: batch, n: o, k: i, repeats: 1)
+            let trials = transposed.flops < 1e8 ? 20 : 5
+            var transposedTimes: [Double] = [], directTimes: [Double] = []
+            for _ in 0..<rounds {
+                transposedTimes.append(transposed.flops / (sgemmRate(shapes: [transposed], trials: trials) * 1e9))
+                directTimes.append(direct.flops / (sgemmRate(shapes: [direct], trials: trials) * 1e9))
+            }
+            checks.append(ProductOrientation(layer: index, inputs: i, outputs: o, rows: batch,
+                                             transposedSeconds: Statistics.median(transposedTimes),
+                                             directSeconds: Statistics.median(directTimes),
+                                             usesTransposed: linear.usesTransposedProduct(rows: batch)))
+        }
+        return checks
+    }
+
     /// Square sgemm rate in GFLOP/s at size n (the machine's reference rate).
     public static func sgemmRate(size n: Int, trials: Int) -> Double {
         let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)

@@ -55,6 +55,9 @@ extension Session {
         let gemmFlops = gemmShapes.reduce(0) { $0 + $1.flops }
         try communicator.barrier()
         let modelSgemm = Bench.sgemmRate(shapes: gemmShapes, trials: gemmFlops < 1e9 ? 30 : 5) * 1e9
+        // Both forward orientations of the wide Linear layers, every rank at once: does Linear's rule hold here?
+        try communicator.barrier()
+        let orientations = Bench.productOrientations(model: trainer.model, batch: trainer.perRankBatch)
 
         let phases = StepTimings.Phase.allCases
         let phaseMedians = phases.map { timings.median($0) }
@@ -111,6 +114,11 @@ extension Session {
             "sgemm_model_shapes_gflops_per_rank": minimumModelSgemm / 1e9,
             "fraction_of_model_sgemm": achievedWall / max(minimumModelSgemm, 1),
             "gemm_shapes": gemmShapes.map { "\($0.repeats)x \($0.transposeA ? "T" : "N")\($0.transposeB ? "T" : "N") \($0.m)x\($0.n)x\($0.k)" },
+            "linear_product_orientations": orientations.map {
+                ["layer": $0.layer, "inputs": $0.inputs, "outputs": $0.outputs, "rows": $0.rows,
+                 "transposed_seconds": $0.transposedSeconds, "direct_seconds": $0.directSeconds,
+                 "uses_transposed": $0.usesTransposed] as [String: Any]
+            },
             "blas_threads": BLAS.threadCount,
             "cpu_model": CPUInfo.description, "openblas_core": BLAS.coreName, "vector_isa": Kernels.vectorISA,
             "layers": layerTimes.map { ["index": $0.index, "kind": $0.kind, "output_shape": $0.outputShape,
@@ -131,6 +139,14 @@ extension Session {
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
         lines.append(String(format: "sgemm at this model's GEMM shapes (batch %d) %.1f GFLOP/s per rank; samples/s × FLOPs per sample = %.1f GFLOP/s per rank: %.0f%% of that limit",
                             trainer.perRankBatch, minimumModelSgemm / 1e9, achievedWall / 1e9, achievedWall / max(minimumModelSgemm, 1) * 100))
+        for check in orientations {
+            let verdict = check.chosenOverOther <= 1 ? "the faster one here"
+                : check.chosenOverOther <= 1.05 ? "within 5% of the other"
+                : String(format: "the other is %.0f%% faster on this CPU: revisit Linear.usesTransposedProduct", (check.chosenOverOther - 1) * 100)
+            lines.append(String(format: "layer %d Linear %d → %d at %d rows, forward product: W·inputᵀ %.1f µs, input·Wᵀ %.1f µs; the layer uses %@ (%@)",
+                                check.layer, check.inputs, check.outputs, check.rows, check.transposedSeconds * 1e6, check.directSeconds * 1e6,
+                                check.usesTransposed ? "W·inputᵀ" : "input·Wᵀ", verdict))
+        }
         lines.append("CPU \(CPUInfo.description), OpenBLAS core \(BLAS.coreName), elementwise kernels \(Kernels.vectorISA), \(BLAS.threadCount) BLAS thread\(BLAS.threadCount == 1 ? "" : "s") per rank")
         let layerTotal = layerTimes.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
         lines.append(String(format: "per layer, batch %d, rank 0 (medians of separate passes; total %.3f ms):", profileBatch, layerTotal * 1e3))

@@ -135,6 +135,25 @@ final class ScalingModelTests: XCTestCase {
         }
     }
 
+    func testProductOrientationsCoverTheWideLinearLayersAndNameTheirChoice() throws {
+        let model = try Sequential([Flatten(), Linear(inputDimensions: 784, outputDimensions: 256), ReLU(),
+                                    Linear(inputDimensions: 256, outputDimensions: 128), ReLU(),
+                                    Linear(inputDimensions: 128, outputDimensions: 10)], inputShape: [1, 28, 28])
+        // Only layer 1 is at least 256 wide both ways; at 64 rows the layer takes the transposed product, at 128 not.
+        for (rows, transposed) in [(64, true), (128, false)] {
+            let checks = Bench.productOrientations(model: model, batch: rows, rounds: 1)
+            XCTAssertEqual(checks.map(\.layer), [1])
+            let check = try XCTUnwrap(checks.first)
+            XCTAssertEqual([check.inputs, check.outputs, check.rows], [784, 256, rows])
+            XCTAssertEqual(check.usesTransposed, transposed)
+            XCTAssertGreaterThan(check.transposedSeconds, 0)
+            XCTAssertGreaterThan(check.directSeconds, 0)
+            let chosen = transposed ? check.transposedSeconds : check.directSeconds
+            let other = transposed ? check.directSeconds : check.transposedSeconds
+            XCTAssertEqual(check.chosenOverOther, chosen / other, accuracy: 1e-12)
+        }
+    }
+
     func testByteParsingAndSizes() throws {
         XCTAssertEqual(try AllreduceBench.parseBytes("64MiB"), 64 << 20)
         XCTAssertEqual(try AllreduceBench.parseBytes("16k"), 16 << 10)
