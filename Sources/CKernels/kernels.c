@@ -5,6 +5,7 @@
 // in agreement, and deterministic runs do not depend on the ISA. Reductions keep 16 partial sums on every ISA.
 #include "lockstep_kernels.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -747,6 +748,17 @@ INLINE void transpose_body(const float *source, size_t rows, size_t columns, flo
         for (size_t c = r < block_rows ? block_columns : 0; c < columns; c++) destination[c * rows + r] = source[r * columns + c];
 }
 
+/// destination[i] = source[i] with non-temporal stores (write-combined whole lines that skip the cache hierarchy),
+/// then a store fence so a following barrier publishes them like ordinary stores.
+INLINE void copy_streaming_body(float *destination, const float *source, size_t count) {
+    size_t i = 0;
+    // Up to the first 64-byte boundary of the destination: whole-line stores need an aligned start.
+    while (i < count && ((uintptr_t)(destination + i) & 63)) { destination[i] = source[i]; i++; }
+    for (; i + LANES <= count; i += LANES) __builtin_nontemporal_store(load(source + i), (v16f *)(destination + i));
+    for (; i < count; i++) destination[i] = source[i];
+    __builtin_ia32_sfence();
+}
+
 // Each kernel three times: the bodies above inline into functions compiled for each ISA.
 #define VARIANTS(return_type, name, parameters, arguments)                                                      \
     __attribute__((target("avx512f"))) static return_type name##_avx512 parameters { return name##_body arguments; } \
@@ -807,6 +819,7 @@ VARIANTS(void, sgd_step,
          (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
           float weight_decay, int nesterov, int first_step, int clearing),
          (parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step, clearing))
+VARIANTS(void, copy_streaming, (float *destination, const float *source, size_t count), (destination, source, count))
 VARIANTS(void, transpose, (const float *source, size_t rows, size_t columns, float *destination),
          (source, rows, columns, destination))
 VARIANTS(void, softmax_backward_rows, (const float *p, float *g, size_t rows, size_t count, size_t visible, int causal),
@@ -837,12 +850,14 @@ typedef struct kernel_table {
     int (*sum_sources)(float *const *, size_t, size_t, size_t, float, float *, int);
     void (*sgd_step)(float *, float *, float *, size_t, float, float, float, int, int, int);
     void (*transpose)(const float *, size_t, size_t, float *);
+    void (*copy_streaming)(float *, const float *, size_t);
 } kernel_table;
 
 #define TABLE(suffix) { exp_##suffix, gelu_forward_##suffix, gelu_backward_##suffix, softmax_##suffix, log_sum_exp_##suffix, \
                         masked_softmax_rows_##suffix, softmax_backward_rows_##suffix, \
                         tile_transform_##suffix, winograd_f45_##suffix, max_pool_2x2_##suffix, max_pool_2x2_backward_##suffix, interleave_lanes_##suffix, deinterleave_lanes_##suffix, fill_rows_##suffix, sum_rows_##suffix, layer_norm_forward_##suffix, layer_norm_backward_##suffix, \
-                        all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix, transpose_##suffix }
+                        all_finite_##suffix, sum_sources_##suffix, sgd_step_##suffix, transpose_##suffix, \
+                        copy_streaming_##suffix }
 static const kernel_table tables[3] = { TABLE(baseline), TABLE(avx2), TABLE(avx512) };
 
 static lockstep_kernels_isa active = LOCKSTEP_KERNELS_BASELINE;
@@ -914,6 +929,9 @@ void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, siz
                        float momentum, float weight_decay, int nesterov, int first_step, int clearing) {
     kernels.sgd_step(parameters, gradients, velocity, count, learning_rate, momentum, weight_decay, nesterov, first_step,
                      clearing);
+}
+void lockstep_copy_streaming(float *destination, const float *source, size_t count) {
+    kernels.copy_streaming(destination, source, count);
 }
 void lockstep_transpose(const float *source, size_t rows, size_t columns, float *destination) {
     kernels.transpose(source, rows, columns, destination);

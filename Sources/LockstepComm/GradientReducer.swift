@@ -603,6 +603,10 @@ public final class GradientReducer {
     /// node-shared memory).
     public var offersSharedParameters: Bool { sharedParameters != nil }
 
+    /// How this rank writes its updated slice for `allgatherParameterSlices` outside trials (timed as it trains).
+    public var parameterSliceWriteMethod: SliceWriteMethod { sliceWrites.method }
+    private var sliceWrites = SliceWriteTuner()
+
     /// Sharded through node-shared memory: copies `values` (all parameters in the gradients' layout, the same on
     /// every rank) into the node's one shared copy and returns it, for the model to read and update in place of its
     /// own: each owner's update then lands where every rank reads, and `allgatherParameterSlices` only
@@ -631,7 +635,12 @@ public final class GradientReducer {
         // In place: the owners' updates are the only writes; after this barrier every rank reads them.
         if parameters == shared { return try sharedParameters.synchronize() }
         let mine = layout.range(of: communicator.rank)
-        (shared + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
+        let method = sliceWrites.methodForNextWrite, start = DispatchTime.now().uptimeNanoseconds
+        switch method {
+        case .cached: (shared + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
+        case .streaming: Kernels.copyStreaming(parameters + mine.lowerBound, into: shared + mine.lowerBound, count: mine.count)
+        }
+        sliceWrites.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
         try sharedParameters.synchronize()  // every slice is written
         for peer in 0..<communicator.size where peer != communicator.rank {
             let slice = layout.range(of: peer)

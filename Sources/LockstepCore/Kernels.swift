@@ -179,6 +179,13 @@ public enum Kernels {
         lockstep_fill_rows(matrix, row, addend, rows, width)
     }
 
+    /// destination[i] = source[i] through non-temporal stores (see `lockstep_copy_streaming`).
+    @inline(__always)
+    public static func copyStreaming(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>,
+                                     count: Int) {
+        lockstep_copy_streaming(destination, source, count)
+    }
+
     /// destination[c, r] = source[r, c] for a rows × columns row-major `source`.
     @inline(__always)
     public static func transpose(_ source: UnsafePointer<Float>, rows: Int, columns: Int,

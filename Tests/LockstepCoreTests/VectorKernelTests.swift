@@ -126,6 +126,26 @@ final class VectorKernelTests: XCTestCase {
         if compared == 0 { throw XCTSkip("this CPU runs only the baseline kernels; nothing to compare") }
     }
 
+    /// Every ISA's streaming copy writes exactly the range asked for, from any start alignment (its scalar head and
+    /// tail around the whole-line stores), and leaves the floats on either side alone.
+    func testStreamingCopyWritesExactlyTheRangeOnEveryISA() {
+        let chosen = lockstep_kernels_active()
+        defer { _ = lockstep_kernels_select(chosen) }
+        let source = (0..<300).map { Float($0) + 0.5 }
+        for isa in [LOCKSTEP_KERNELS_BASELINE, LOCKSTEP_KERNELS_AVX2, LOCKSTEP_KERNELS_AVX512] where lockstep_kernels_select(isa) == 1 {
+            for offset in [0, 1, 5, 15, 16, 17] {
+                for count in [0, 1, 15, 16, 17, 33, 64, 250] {
+                    let buffer = FloatBuffer(count: 320)  // 64-byte aligned: `offset` sets the start's alignment
+                    buffer.pointer.update(repeating: -1, count: 320)
+                    source.withUnsafeBufferPointer { Kernels.copyStreaming($0.baseAddress!, into: buffer.pointer + offset, count: count) }
+                    let expected = [Float](repeating: -1, count: offset) + source[0..<count]
+                        + [Float](repeating: -1, count: 320 - offset - count)
+                    XCTAssertEqual(buffer.array, expected, "ISA \(isa.rawValue), offset \(offset), count \(count)")
+                }
+            }
+        }
+    }
+
     /// Every shape's blocks and edges land where the element-by-element rule puts them.
     func testTransposeMovesEveryElement() {
         for (rows, columns) in [(1, 1), (1, 20), (16, 16), (17, 33), (64, 256), (256, 64), (31, 48)] {

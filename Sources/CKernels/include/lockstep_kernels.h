@@ -101,6 +101,10 @@ void lockstep_interleave_lanes(const float *source, long lane_stride, long row_s
 void lockstep_deinterleave_lanes(const float *source, long source_row_stride, long lanes, long rows, long columns,
                                  float *destination, long lane_stride, long row_stride);
 
+/// destination[i] = source[i] for i < count through non-temporal stores, fenced: for lines other cores have cached,
+/// whose ownership ordinary stores would first have to take back.
+void lockstep_copy_streaming(float *destination, const float *source, size_t count);
+
 /// destination[c·rows + r] = source[r·columns + c]: the rows × columns row-major matrix transposed.
 void lockstep_transpose(const float *source, size_t rows, size_t columns, float *destination);
 
