@@ -364,10 +364,17 @@ INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t b
         v16f result = total * factor;
         bad += result * 0.0f;
         if (clearing)
-            for (size_t s = 0; s < source_count; s++)
-                if (sources[s] != out) store(sources[s] + i, splat(0));
+            for (size_t s = 0; s < source_count; s++) {
+                if (sources[s] == out) continue;
+                // Whole-line zeros without taking the line from the cache of the rank that wrote it.
+                if (clearing == 2 && ((uintptr_t)(sources[s] + i) & 63) == 0)
+                    __builtin_nontemporal_store(splat(0), (v16f *)(sources[s] + i));
+                else
+                    store(sources[s] + i, splat(0));
+            }
         store(out + i, result);
     }
+    if (clearing == 2) __builtin_ia32_sfence();
     float bad_tail = 0;
     for (; i < end; i++) {
         float total = sources[0][i];

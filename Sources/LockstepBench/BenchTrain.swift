@@ -105,6 +105,7 @@ extension Session {
             "bucket_count": buckets.count, "bucket_mib": Double(trainer.bucketCapacityBytes) / 1_048_576,
             "reduction": trainer.gradientReduction.rawValue,
             "parameter_slice_write": trainer.parameterSliceWriteMethod?.rawValue ?? "none",
+            "peer_gradient_clear": trainer.peerGradientClearMethod?.rawValue ?? "none",
             "optimizer_state_bytes_per_rank": trainer.optimizerStateBytes,
             "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
             "achieved_gflops_per_rank": achieved / 1e9,
@@ -136,7 +137,8 @@ extension Session {
         lines.append(String(format: "allreduce wait %.1f%% of the step; %d bucket%@ of %@ gradients (%@)", waitFraction * 100, buckets.count,
                             buckets.count == 1 ? "" : "s", formatByteCount(Double(trainer.model.parameters.count * 4)),
                             trainer.gradientReduction.rawValue)
-                     + (trainer.parameterSliceWriteMethod.map { "; rank 0 writes its parameter slice with \($0.rawValue) stores (SliceWriteTuner, timed while training)" } ?? ""))
+                     + (trainer.peerGradientClearMethod.map { "; rank 0 clears its slice of the peers' gradients with \($0.rawValue) stores" } ?? "")
+                     + (trainer.parameterSliceWriteMethod.map { " and writes its parameter slice with \($0.rawValue) stores (SliceWriteTuner, timed while training)" } ?? ""))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
         lines.append(String(format: "sgemm at this model's GEMM shapes (batch %d) %.1f GFLOP/s per rank; samples/s × FLOPs per sample = %.1f GFLOP/s per rank: %.0f%% of that limit",

@@ -586,17 +586,21 @@ public final class GradientReducer {
 
     /// The reduce-scatter of a sharded optimizer through node-shared memory: this rank averages its slice of every
     /// rank's gradients into its own segment (peers read only their own slices there), checks it is finite, and
-    /// zeroes that slice in the peers' segments in the same pass (`clearsGradientsOutsideShard`). No copy phase: the
-    /// slice owners share updated parameters instead (`allgatherParameterSlices`).
+    /// zeroes that slice in the peers' segments in the same pass (`clearsGradientsOutsideShard`; those lines sit in
+    /// the peers' caches, so the stores are ordinary or non-temporal as `SliceWriteTuner` times them). No copy phase:
+    /// the slice owners share updated parameters instead (`allgatherParameterSlices`).
     private func reduceToShardThroughSharedMemory(_ layout: ShardLayout) throws {
         let shared = shared!
         let mine = shardElements(layout, rank: communicator.rank)
         try shared.synchronize()  // every rank's backward has written its gradients
+        let clearing = clearsGradientsOutsideShard
+        let method = peerGradientClears.methodForNextWrite, start = DispatchTime.now().uptimeNanoseconds
         ownSliceFinite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
                         scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local,
-                        clearingSources: clearsGradientsOutsideShard)
+                        clearingSources: clearing, streamingClears: method == .streaming)
         }
+        if clearing { peerGradientClears.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
     }
 
     /// Whether `shareParameters` can give the model the node's one shared copy of its parameters (sharded through
@@ -606,6 +610,9 @@ public final class GradientReducer {
     /// How this rank writes its updated slice for `allgatherParameterSlices` outside trials (timed as it trains).
     public var parameterSliceWriteMethod: SliceWriteMethod { sliceWrites.method }
     private var sliceWrites = SliceWriteTuner()
+    /// How this rank zeroes its slice in the peers' gradient segments while summing (`clearsGradientsOutsideShard`).
+    public var peerGradientClearMethod: SliceWriteMethod { peerGradientClears.method }
+    private var peerGradientClears = SliceWriteTuner()
 
     /// Sharded through node-shared memory: copies `values` (all parameters in the gradients' layout, the same on
     /// every rank) into the node's one shared copy and returns it, for the model to read and update in place of its

@@ -23,12 +23,15 @@ public enum Kernels {
     /// out[i] = (sources[0][i] + sources[1][i] + … + sources[n-1][i]) × factor for i in `range`, added in source
     /// order (so the result does not depend on who computes it). `out` may be one of the sources. Returns whether
     /// every value written is finite (checked in the same pass, so callers need no second read of `out`). With
-    /// `clearingSources`, every source other than `out` is zeroed over `range` as it is read.
+    /// `clearingSources`, every source other than `out` is zeroed over `range` as it is read (with `streamingClears`
+    /// through non-temporal stores, see `copyStreaming`).
     @discardableResult
     public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
-                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>, clearingSources: Bool = false) -> Bool {
+                           scaledBy factor: Float, into out: UnsafeMutablePointer<Float>, clearingSources: Bool = false,
+                           streamingClears: Bool = false) -> Bool {
         lockstep_sum_sources(UnsafePointer<UnsafeMutablePointer<Float>?>(OpaquePointer(sources)), max(sourceCount, 1),
-                             range.lowerBound, range.upperBound, factor, out, clearingSources ? 1 : 0) != 0
+                             range.lowerBound, range.upperBound, factor, out,
+                             clearingSources ? (streamingClears ? 2 : 1) : 0) != 0
     }
 
     /// Sum of squares, accumulated in Double for a stable global norm.

@@ -147,6 +147,11 @@ public final class Trainer {
         optimizerShard != nil && reducer.offersSharedParameters && !sharesParametersWithinNode
             ? reducer.parameterSliceWriteMethod : nil
     }
+    /// How this rank zeroes its slice of the peers' node-shared gradients as it sums them (sharded through node-shared
+    /// memory; nil otherwise).
+    public var peerGradientClearMethod: SliceWriteMethod? {
+        optimizerShard != nil && reducer.clearsGradientsOutsideShard ? reducer.peerGradientClearMethod : nil
+    }
     /// The reduction as the run's first line names it: the mode, and for deterministic mode the path it takes.
     public var gradientReductionDescription: String {
         reducer.reducesThroughNodesInRankOrder ? "deterministic (in rank order through node-shared memory and a chain across nodes)"

@@ -149,17 +149,24 @@ final class KernelAndBLASTests: XCTestCase {
             let expected = (3..<50).contains(i) ? ((original + Float(2 * i)) + (Float(3 * i) + 1e8)) * 0.5 : original
             XCTAssertEqual(sources[0].pointer[i].bitPattern, expected.bitPattern, "sum [\(i)]")
         }
-        // Clearing: the same sums, and the other sources are zero over the range (and only there).
-        let again = (0..<3).map { source in FloatBuffer((0..<53).map { Float($0 * (source + 1)) + (source == 2 ? 1e8 : 0) }) }
-        again.map(\.pointer).withUnsafeBufferPointer { table in
-            Kernels.sum(table.baseAddress!, sourceCount: 3, range: 3..<50, scaledBy: 0.5, into: again[0].pointer,
-                        clearingSources: true)
-        }
-        XCTAssertEqual(again[0].array.map(\.bitPattern), sources[0].array.map(\.bitPattern))
-        for source in 1..<3 {
+        // Clearing: the same sums, and the other sources are zero over the range (and only there), with ordinary
+        // stores or non-temporal ones (taken for whole lines: ranges from a 64-byte boundary use them).
+        for (range, streaming) in [(3..<50, false), (3..<50, true), (16..<50, true), (0..<53, true)] {
+            let again = (0..<3).map { source in FloatBuffer((0..<53).map { Float($0 * (source + 1)) + (source == 2 ? 1e8 : 0) }) }
+            again.map(\.pointer).withUnsafeBufferPointer { table in
+                Kernels.sum(table.baseAddress!, sourceCount: 3, range: range, scaledBy: 0.5, into: again[0].pointer,
+                            clearingSources: true, streamingClears: streaming)
+            }
             for i in 0..<53 {
-                let original = Float(i * (source + 1)) + (source == 2 ? 1e8 : 0)
-                XCTAssertEqual(again[source].pointer[i], (3..<50).contains(i) ? 0 : original, "source \(source) [\(i)]")
+                let expected = range.contains(i) ? ((Float(i) + Float(2 * i)) + (Float(3 * i) + 1e8)) * 0.5 : Float(i)
+                XCTAssertEqual(again[0].pointer[i].bitPattern, expected.bitPattern, "\(range) streaming \(streaming): sum [\(i)]")
+            }
+            for source in 1..<3 {
+                for i in 0..<53 {
+                    let original = Float(i * (source + 1)) + (source == 2 ? 1e8 : 0)
+                    XCTAssertEqual(again[source].pointer[i], range.contains(i) ? 0 : original,
+                                   "\(range) streaming \(streaming): source \(source) [\(i)]")
+                }
             }
         }
         let bytes: [UInt8] = Array("a".utf8)

@@ -132,7 +132,8 @@ int lockstep_all_finite(const float *x, size_t count);
 
 /// out[i] = (sources[0][i] + … + sources[source_count−1][i]) · factor for begin ≤ i < end, added in source order
 /// (`out` may be a source); 1 when every value written is finite, else 0. With `clearing` non-zero, every source other
-/// than `out` is set to 0 over the range once read.
+/// than `out` is set to 0 over the range once read: 1 with ordinary stores, 2 with non-temporal ones where whole
+/// 64-byte lines allow (then fenced).
 int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out,
                          int clearing);
 
