@@ -353,9 +353,12 @@ INLINE int all_finite_body(const float *x, size_t count) {
 }
 
 /// out[i] = (sources[0][i] + … + sources[n−1][i]) · factor for i in [begin, end), in source order; `out` may be a
-/// source. Returns whether every value written is finite.
+/// source. Returns whether every value written is finite. `stores`: LOCKSTEP_SUM_* flags.
 INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t begin, size_t end, float factor,
-                            float *out, int clearing) {
+                            float *out, int stores) {
+    const int clearing = stores & LOCKSTEP_SUM_CLEAR_SOURCES;
+    // Whole lines without taking them from the cache of the rank that holds them (see copy_streaming_body).
+    const int streaming_clears = stores & LOCKSTEP_SUM_STREAM_CLEARS, streaming_out = stores & LOCKSTEP_SUM_STREAM_OUT;
     v16f bad = splat(0);
     size_t i = begin;
     for (; i + LANES <= end; i += LANES) {
@@ -366,15 +369,17 @@ INLINE int sum_sources_body(float *const *sources, size_t source_count, size_t b
         if (clearing)
             for (size_t s = 0; s < source_count; s++) {
                 if (sources[s] == out) continue;
-                // Whole-line zeros without taking the line from the cache of the rank that wrote it.
-                if (clearing == 2 && ((uintptr_t)(sources[s] + i) & 63) == 0)
+                if (streaming_clears && ((uintptr_t)(sources[s] + i) & 63) == 0)
                     __builtin_nontemporal_store(splat(0), (v16f *)(sources[s] + i));
                 else
                     store(sources[s] + i, splat(0));
             }
-        store(out + i, result);
+        if (streaming_out && ((uintptr_t)(out + i) & 63) == 0)
+            __builtin_nontemporal_store(result, (v16f *)(out + i));
+        else
+            store(out + i, result);
     }
-    if (clearing == 2) __builtin_ia32_sfence();
+    if (streaming_clears || streaming_out) __builtin_ia32_sfence();
     float bad_tail = 0;
     for (; i < end; i++) {
         float total = sources[0][i];
@@ -820,8 +825,8 @@ VARIANTS(void, layer_norm_backward,
           inverse_deviations, rows, width))
 VARIANTS(int, all_finite, (const float *x, size_t count), (x, count))
 VARIANTS(int, sum_sources,
-         (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out, int clearing),
-         (sources, source_count, begin, end, factor, out, clearing))
+         (float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out, int stores),
+         (sources, source_count, begin, end, factor, out, stores))
 VARIANTS(void, sgd_step,
          (float *parameters, float *gradients, float *velocity, size_t count, float learning_rate, float momentum,
           float weight_decay, int nesterov, int first_step, int clearing),
@@ -929,8 +934,8 @@ void lockstep_layer_norm_backward(const float *input, const float *output_gradie
 }
 int lockstep_all_finite(const float *x, size_t count) { return kernels.all_finite(x, count); }
 int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out,
-                         int clearing) {
-    return kernels.sum_sources(sources, source_count, begin, end, factor, out, clearing);
+                         int stores) {
+    return kernels.sum_sources(sources, source_count, begin, end, factor, out, stores);
 }
 void lockstep_sgd_step(float *parameters, float *gradients, float *velocity, size_t count, float learning_rate,
                        float momentum, float weight_decay, int nesterov, int first_step, int clearing) {

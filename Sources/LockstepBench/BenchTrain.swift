@@ -90,6 +90,7 @@ extension Session {
         let achieved = flopsPerStepPerRank / max(stepMedian, 1e-12)
         let computeRate = flopsPerStepPerRank / max(computeMedian, 1e-12)
 
+        let storeMethods = trainer.nodeSharedStoreMethods
         var report: [String: Any] = [
             "benchmark": "train", "implementation": "lockstep",
             "config": ((configPath as NSString).lastPathComponent as NSString).deletingPathExtension,
@@ -104,8 +105,7 @@ extension Session {
             "gradient_bytes": trainer.model.parameters.count * MemoryLayout<Float>.stride,
             "bucket_count": buckets.count, "bucket_mib": Double(trainer.bucketCapacityBytes) / 1_048_576,
             "reduction": trainer.gradientReduction.rawValue,
-            "parameter_slice_write": trainer.parameterSliceWriteMethod?.rawValue ?? "none",
-            "peer_gradient_clear": trainer.peerGradientClearMethod?.rawValue ?? "none",
+            "node_shared_stores": Dictionary(uniqueKeysWithValues: storeMethods.map { ($0.write, $0.method.rawValue) }),
             "optimizer_state_bytes_per_rank": trainer.optimizerStateBytes,
             "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
             "achieved_gflops_per_rank": achieved / 1e9,
@@ -137,8 +137,8 @@ extension Session {
         lines.append(String(format: "allreduce wait %.1f%% of the step; %d bucket%@ of %@ gradients (%@)", waitFraction * 100, buckets.count,
                             buckets.count == 1 ? "" : "s", formatByteCount(Double(trainer.model.parameters.count * 4)),
                             trainer.gradientReduction.rawValue)
-                     + (trainer.peerGradientClearMethod.map { "; rank 0 clears its slice of the peers' gradients with \($0.rawValue) stores" } ?? "")
-                     + (trainer.parameterSliceWriteMethod.map { " and writes its parameter slice with \($0.rawValue) stores (SliceWriteTuner, timed while training)" } ?? ""))
+                     + (storeMethods.isEmpty ? "" : "; rank 0's stores into node-shared memory (SliceWriteTuner, timed while training): "
+                        + storeMethods.map { "\($0.write) \($0.method.rawValue)" }.joined(separator: ", ")))
         lines.append(String(format: "FLOPs per sample %.3g forward + %.3g backward; achieved %.2f GFLOP/s per rank over the step, %.2f over forward+backward; sgemm 512³ %.1f GFLOP/s per rank (%.0f%% of it)",
                             flops.forward, flops.backward, achieved / 1e9, computeRate / 1e9, minimumSgemm / 1e9, achieved / max(minimumSgemm, 1) * 100))
         lines.append(String(format: "sgemm at this model's GEMM shapes (batch %d) %.1f GFLOP/s per rank; samples/s × FLOPs per sample = %.1f GFLOP/s per rank: %.0f%% of that limit",

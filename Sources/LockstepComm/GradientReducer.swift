@@ -607,12 +607,16 @@ public final class GradientReducer {
     /// node-shared memory).
     public var offersSharedParameters: Bool { sharedParameters != nil }
 
-    /// How this rank writes its updated slice for `allgatherParameterSlices` outside trials (timed as it trains).
-    public var parameterSliceWriteMethod: SliceWriteMethod { sliceWrites.method }
-    private var sliceWrites = SliceWriteTuner()
-    /// How this rank zeroes its slice in the peers' gradient segments while summing (`clearsGradientsOutsideShard`).
-    public var peerGradientClearMethod: SliceWriteMethod { peerGradientClears.method }
-    private var peerGradientClears = SliceWriteTuner()
+    /// This rank's writes into node-shared memory that a `SliceWriteTuner` has timed so far, with the method each
+    /// uses outside trials: the parameter slice (`allgatherParameterSlices`), the zeroing of its slice in the peers'
+    /// gradients (sharded), its averaged share and the peers' shares it copies (unsharded).
+    public var nodeSharedStoreMethods: [(write: String, method: SliceWriteMethod)] {
+        [("parameter slice", sliceWrites), ("peer gradient clears", peerGradientClears),
+         ("averaged share", averageWrites), ("copied shares", averageCopies)]
+            .filter { $0.1.writes > 0 }.map { ($0.0, $0.1.method) }
+    }
+    private var sliceWrites = SliceWriteTuner(), peerGradientClears = SliceWriteTuner()
+    private var averageWrites = SliceWriteTuner(), averageCopies = SliceWriteTuner()
 
     /// Sharded through node-shared memory: copies `values` (all parameters in the gradients' layout, the same on
     /// every rank) into the node's one shared copy and returns it, for the model to read and update in place of its
@@ -667,23 +671,34 @@ public final class GradientReducer {
     }
 
     /// Reduce-scatter then allgather through node-shared memory: this rank writes the average of its slice
-    /// into its own segment, then copies every other rank's averaged slice from that rank's segment.
+    /// into its own segment, then copies every other rank's averaged slice from that rank's segment. Both write
+    /// lines the peers read in the previous step, so each uses ordinary or non-temporal stores as a
+    /// `SliceWriteTuner` times them.
     private func reduceThroughSharedMemory(_ bucket: Int) throws {
         let shared = shared!
         let elements = buckets[bucket].elements
         let size = communicator.size
         try shared.synchronize()  // every rank's backward has written its gradients
+        let averaging = averageWrites.methodForNextWrite, averageStart = DispatchTime.now().uptimeNanoseconds
         let finite = shared.segments.withUnsafeBufferPointer {
             Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
-                        scaledBy: fault == .sum ? 1 : 1 / Float(size), into: shared.local)
+                        scaledBy: fault == .sum ? 1 : 1 / Float(size), into: shared.local,
+                        streamingOut: averaging == .streaming)
         }
+        averageWrites.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - averageStart)
         // One bucket covers every gradient, and the slice holds its final values (also under the `.sum` fault).
         ownSliceFinite = buckets.count == 1 ? finite : nil
         try shared.synchronize()  // every slice is averaged
+        let copying = averageCopies.methodForNextWrite, copyStart = DispatchTime.now().uptimeNanoseconds
         for peer in 0..<size where peer != communicator.rank {
             let slice = share(of: elements, rank: peer)
-            (shared.local + slice.lowerBound).update(from: shared.segments[peer] + slice.lowerBound, count: slice.count)
+            let source = shared.segments[peer] + slice.lowerBound, destination = shared.local + slice.lowerBound
+            switch copying {
+            case .cached: destination.update(from: source, count: slice.count)
+            case .streaming: Kernels.copyStreaming(source, into: destination, count: slice.count)
+            }
         }
+        averageCopies.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - copyStart)
         // No rank changes its gradients (next step) while another still copies them.
         if !collectiveFollowsFinish { try shared.synchronize() }
     }

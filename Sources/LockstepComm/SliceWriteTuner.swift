@@ -40,6 +40,9 @@ public struct SliceWriteTuner: Sendable {
         other = Array(repeating: 0, count: trialLength)
     }
 
+    /// Writes recorded so far.
+    public var writes: Int { step }
+
     /// The method for the write about to happen.
     public var methodForNextWrite: SliceWriteMethod {
         let phase = step % period

@@ -24,14 +24,15 @@ public enum Kernels {
     /// order (so the result does not depend on who computes it). `out` may be one of the sources. Returns whether
     /// every value written is finite (checked in the same pass, so callers need no second read of `out`). With
     /// `clearingSources`, every source other than `out` is zeroed over `range` as it is read (with `streamingClears`
-    /// through non-temporal stores, see `copyStreaming`).
+    /// through non-temporal stores, see `copyStreaming`); with `streamingOut`, `out` is written that way.
     @discardableResult
     public static func sum(_ sources: UnsafePointer<UnsafeMutablePointer<Float>>, sourceCount: Int, range: Range<Int>,
                            scaledBy factor: Float, into out: UnsafeMutablePointer<Float>, clearingSources: Bool = false,
-                           streamingClears: Bool = false) -> Bool {
-        lockstep_sum_sources(UnsafePointer<UnsafeMutablePointer<Float>?>(OpaquePointer(sources)), max(sourceCount, 1),
-                             range.lowerBound, range.upperBound, factor, out,
-                             clearingSources ? (streamingClears ? 2 : 1) : 0) != 0
+                           streamingClears: Bool = false, streamingOut: Bool = false) -> Bool {
+        let stores = (clearingSources ? LOCKSTEP_SUM_CLEAR_SOURCES : 0) | (streamingClears ? LOCKSTEP_SUM_STREAM_CLEARS : 0)
+            | (streamingOut ? LOCKSTEP_SUM_STREAM_OUT : 0)
+        return lockstep_sum_sources(UnsafePointer<UnsafeMutablePointer<Float>?>(OpaquePointer(sources)), max(sourceCount, 1),
+                                    range.lowerBound, range.upperBound, factor, out, Int32(stores)) != 0
     }
 
     /// Sum of squares, accumulated in Double for a stable global norm.

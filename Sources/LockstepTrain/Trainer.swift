@@ -141,17 +141,8 @@ public final class Trainer {
 
     /// How gradients are averaged over ranks (e.g. `sharedMemory` on one node with the default transport).
     public var gradientReduction: ReductionMode { reducer.mode }
-    /// How this rank writes its updated parameter slice into node-shared memory (sharded through node-shared memory
-    /// with private parameters; nil otherwise): the faster of the two as timed so far (`SliceWriteTuner`).
-    public var parameterSliceWriteMethod: SliceWriteMethod? {
-        optimizerShard != nil && reducer.offersSharedParameters && !sharesParametersWithinNode
-            ? reducer.parameterSliceWriteMethod : nil
-    }
-    /// How this rank zeroes its slice of the peers' node-shared gradients as it sums them (sharded through node-shared
-    /// memory; nil otherwise).
-    public var peerGradientClearMethod: SliceWriteMethod? {
-        optimizerShard != nil && reducer.clearsGradientsOutsideShard ? reducer.peerGradientClearMethod : nil
-    }
+    /// This rank's stores into node-shared memory and the method each uses (`GradientReducer.nodeSharedStoreMethods`).
+    public var nodeSharedStoreMethods: [(write: String, method: SliceWriteMethod)] { reducer.nodeSharedStoreMethods }
     /// The reduction as the run's first line names it: the mode, and for deterministic mode the path it takes.
     public var gradientReductionDescription: String {
         reducer.reducesThroughNodesInRankOrder ? "deterministic (in rank order through node-shared memory and a chain across nodes)"

@@ -150,12 +150,15 @@ final class KernelAndBLASTests: XCTestCase {
             XCTAssertEqual(sources[0].pointer[i].bitPattern, expected.bitPattern, "sum [\(i)]")
         }
         // Clearing: the same sums, and the other sources are zero over the range (and only there), with ordinary
-        // stores or non-temporal ones (taken for whole lines: ranges from a 64-byte boundary use them).
-        for (range, streaming) in [(3..<50, false), (3..<50, true), (16..<50, true), (0..<53, true)] {
+        // stores or non-temporal ones for the zeros, the sums or both (taken for whole lines: ranges from a 64-byte
+        // boundary use them).
+        for (range, streamingClears, streamingOut) in [(3..<50, false, false), (3..<50, true, true), (16..<50, true, false),
+                                                      (16..<50, false, true), (0..<53, true, true)] {
+            let streaming = "clears \(streamingClears) out \(streamingOut)"
             let again = (0..<3).map { source in FloatBuffer((0..<53).map { Float($0 * (source + 1)) + (source == 2 ? 1e8 : 0) }) }
             again.map(\.pointer).withUnsafeBufferPointer { table in
                 Kernels.sum(table.baseAddress!, sourceCount: 3, range: range, scaledBy: 0.5, into: again[0].pointer,
-                            clearingSources: true, streamingClears: streaming)
+                            clearingSources: true, streamingClears: streamingClears, streamingOut: streamingOut)
             }
             for i in 0..<53 {
                 let expected = range.contains(i) ? ((Float(i) + Float(2 * i)) + (Float(3 * i) + 1e8)) * 0.5 : Float(i)

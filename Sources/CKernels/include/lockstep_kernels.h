@@ -131,11 +131,15 @@ void lockstep_layer_norm_backward(const float *input, const float *output_gradie
 int lockstep_all_finite(const float *x, size_t count);
 
 /// out[i] = (sources[0][i] + … + sources[source_count−1][i]) · factor for begin ≤ i < end, added in source order
-/// (`out` may be a source); 1 when every value written is finite, else 0. With `clearing` non-zero, every source other
-/// than `out` is set to 0 over the range once read: 1 with ordinary stores, 2 with non-temporal ones where whole
-/// 64-byte lines allow (then fenced).
+/// (`out` may be a source); 1 when every value written is finite, else 0. `stores` is a set of LOCKSTEP_SUM_* flags.
 int lockstep_sum_sources(float *const *sources, size_t source_count, size_t begin, size_t end, float factor, float *out,
-                         int clearing);
+                         int stores);
+/// lockstep_sum_sources: every source other than `out` is set to 0 over the range once read.
+#define LOCKSTEP_SUM_CLEAR_SOURCES 1
+/// lockstep_sum_sources: those zeros as non-temporal stores where whole 64-byte lines allow (then fenced).
+#define LOCKSTEP_SUM_STREAM_CLEARS 2
+/// lockstep_sum_sources: `out` written with non-temporal stores where whole 64-byte lines allow (then fenced).
+#define LOCKSTEP_SUM_STREAM_OUT 4
 
 /// One SGD step (PyTorch semantics): g = grad + weight_decay·p; v = g on the first step, else momentum·v + g;
 /// p −= learning_rate·(nesterov ? g + momentum·v : v), or p −= learning_rate·g without momentum (velocity unused).
