@@ -593,14 +593,14 @@ public final class GradientReducer {
         let shared = shared!
         let mine = shardElements(layout, rank: communicator.rank)
         try shared.synchronize()  // every rank's backward has written its gradients
-        let clearing = clearsGradientsOutsideShard
-        let method = peerGradientClears.methodForNextWrite, start = DispatchTime.now().uptimeNanoseconds
-        ownSliceFinite = shared.segments.withUnsafeBufferPointer {
-            Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
-                        scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local,
-                        clearingSources: clearing, streamingClears: method == .streaming)
+        func sum(clearing method: SliceWriteMethod?) -> Bool {
+            shared.segments.withUnsafeBufferPointer {
+                Kernels.sum($0.baseAddress!, sourceCount: communicator.size, range: mine,
+                            scaledBy: fault == .sum ? 1 : 1 / Float(communicator.size), into: shared.local,
+                            clearingSources: method != nil, streamingClears: method == .streaming)
+            }
         }
-        if clearing { peerGradientClears.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
+        ownSliceFinite = clearsGradientsOutsideShard ? peerGradientClears.timedWrite { sum(clearing: $0) } : sum(clearing: nil)
     }
 
     /// Whether `shareParameters` can give the model the node's one shared copy of its parameters (sharded through
@@ -617,6 +617,15 @@ public final class GradientReducer {
     }
     private var sliceWrites = SliceWriteTuner(), peerGradientClears = SliceWriteTuner()
     private var averageWrites = SliceWriteTuner(), averageCopies = SliceWriteTuner()
+
+    /// destination[i] = source[i] with ordinary (memmove) or non-temporal stores.
+    private static func copy(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int,
+                             _ method: SliceWriteMethod) {
+        switch method {
+        case .cached: destination.update(from: source, count: count)
+        case .streaming: Kernels.copyStreaming(source, into: destination, count: count)
+        }
+    }
 
     /// Sharded through node-shared memory: copies `values` (all parameters in the gradients' layout, the same on
     /// every rank) into the node's one shared copy and returns it, for the model to read and update in place of its
@@ -646,12 +655,7 @@ public final class GradientReducer {
         // In place: the owners' updates are the only writes; after this barrier every rank reads them.
         if parameters == shared { return try sharedParameters.synchronize() }
         let mine = layout.range(of: communicator.rank)
-        let method = sliceWrites.methodForNextWrite, start = DispatchTime.now().uptimeNanoseconds
-        switch method {
-        case .cached: (shared + mine.lowerBound).update(from: parameters + mine.lowerBound, count: mine.count)
-        case .streaming: Kernels.copyStreaming(parameters + mine.lowerBound, into: shared + mine.lowerBound, count: mine.count)
-        }
-        sliceWrites.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
+        sliceWrites.timedWrite { Self.copy(parameters + mine.lowerBound, into: shared + mine.lowerBound, count: mine.count, $0) }
         try sharedParameters.synchronize()  // every slice is written
         for peer in 0..<communicator.size where peer != communicator.rank {
             let slice = layout.range(of: peer)
@@ -679,26 +683,23 @@ public final class GradientReducer {
         let elements = buckets[bucket].elements
         let size = communicator.size
         try shared.synchronize()  // every rank's backward has written its gradients
-        let averaging = averageWrites.methodForNextWrite, averageStart = DispatchTime.now().uptimeNanoseconds
-        let finite = shared.segments.withUnsafeBufferPointer {
-            Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
-                        scaledBy: fault == .sum ? 1 : 1 / Float(size), into: shared.local,
-                        streamingOut: averaging == .streaming)
+        let finite = averageWrites.timedWrite { method in
+            shared.segments.withUnsafeBufferPointer {
+                Kernels.sum($0.baseAddress!, sourceCount: size, range: share(of: elements, rank: communicator.rank),
+                            scaledBy: fault == .sum ? 1 : 1 / Float(size), into: shared.local,
+                            streamingOut: method == .streaming)
+            }
         }
-        averageWrites.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - averageStart)
         // One bucket covers every gradient, and the slice holds its final values (also under the `.sum` fault).
         ownSliceFinite = buckets.count == 1 ? finite : nil
         try shared.synchronize()  // every slice is averaged
-        let copying = averageCopies.methodForNextWrite, copyStart = DispatchTime.now().uptimeNanoseconds
-        for peer in 0..<size where peer != communicator.rank {
-            let slice = share(of: elements, rank: peer)
-            let source = shared.segments[peer] + slice.lowerBound, destination = shared.local + slice.lowerBound
-            switch copying {
-            case .cached: destination.update(from: source, count: slice.count)
-            case .streaming: Kernels.copyStreaming(source, into: destination, count: slice.count)
+        averageCopies.timedWrite { method in
+            for peer in 0..<size where peer != communicator.rank {
+                let slice = share(of: elements, rank: peer)
+                Self.copy(shared.segments[peer] + slice.lowerBound, into: shared.local + slice.lowerBound,
+                          count: slice.count, method)
             }
         }
-        averageCopies.record(nanoseconds: DispatchTime.now().uptimeNanoseconds - copyStart)
         // No rank changes its gradients (next step) while another still copies them.
         if !collectiveFollowsFinish { try shared.synchronize() }
     }

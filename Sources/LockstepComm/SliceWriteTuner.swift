@@ -1,4 +1,6 @@
-/// How a rank writes its updated parameter slice into node-shared memory for the other ranks to copy.
+import Dispatch
+
+/// How a rank stores a block of node-shared memory that other ranks read every step.
 public enum SliceWriteMethod: String, Sendable {
     /// Ordinary stores (memmove): each line's ownership comes back from the caches of the ranks that read it.
     case cached
@@ -7,10 +9,11 @@ public enum SliceWriteMethod: String, Sendable {
     case streaming
 }
 
-/// Picks the `SliceWriteMethod` by timing both: the current one always, the other for a few steps now and then.
+/// Picks the `SliceWriteMethod` for one recurring write by timing both: the current one always, the other for a few
+/// steps now and then.
 ///
-/// Every line an owner writes was read by the other ranks one step before, so an ordinary store first takes the line
-/// back from their caches. What that costs depends on where the host put the cores, and changes while a job runs:
+/// Every line such a write stores was read by the other ranks one step before, so an ordinary store first takes the
+/// line back from their caches. What that costs depends on where the host put the cores, and changes while a job runs:
 /// fashion-mlp on 2 ranks of a 2-vCPU AMD EPYC VM (470 KB per slice) wrote it in 11 µs, 75 µs or 200–260 µs in
 /// periods of minutes, the last while a core-to-core round trip took 350 ns instead of 60; non-temporal stores took
 /// 80–95 µs in every period (median step 1.19 → 0.94 ms there, 0.90 → 0.93 ms in the 75 µs periods). The same bits
@@ -47,6 +50,13 @@ public struct SliceWriteTuner: Sendable {
     public var methodForNextWrite: SliceWriteMethod {
         let phase = step % period
         return phase >= trialLength && phase < 2 * trialLength ? method.alternative : method
+    }
+
+    /// Runs `write` with `methodForNextWrite` and records how long it took.
+    public mutating func timedWrite<Result>(_ write: (SliceWriteMethod) throws -> Result) rethrows -> Result {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { record(nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
+        return try write(methodForNextWrite)
     }
 
     /// Records how long the write took (with `methodForNextWrite`); at the end of a trial keeps the faster method.

@@ -42,6 +42,17 @@ final class SliceWriteTunerTests: XCTestCase {
         XCTAssertEqual(tuner.method, .streaming, "100 µs against 70 × 1.25")
     }
 
+    /// `timedWrite` hands the write the method `methodForNextWrite` names and counts it (which method wins these
+    /// empty writes is up to the clock, so only the schedule is checked).
+    func testTimedWriteRunsTheWriteWithTheMethodForThisStep() {
+        var tuner = SliceWriteTuner(period: 8, trialLength: 2)
+        var used: [SliceWriteMethod] = []
+        for _ in 0..<8 { tuner.timedWrite { used.append($0) } }
+        XCTAssertEqual(Array(used[0..<4]), [.cached, .cached, .streaming, .streaming])
+        XCTAssertEqual(Array(used[4..<8]), Array(repeating: tuner.method, count: 4))
+        XCTAssertEqual(tuner.writes, 8)
+    }
+
     /// The median of each trial decides: one slow write (a preemption) does not flip the choice.
     func testOneOutlierDoesNotDecide() {
         var tuner = SliceWriteTuner(period: 32, trialLength: 5)
